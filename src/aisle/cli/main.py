@@ -1,0 +1,49 @@
+"""The root `aisle` command and its global options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aisle import __version__
+from aisle.cli import demo, ingest, quality
+from aisle.cli.context import set_home
+
+app = typer.Typer(
+    name="aisle",
+    help="Self-hostable e-commerce search and recommendations on data you can trust.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(ingest.app, name="ingest")
+app.add_typer(quality.app, name="quality")
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aisle {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home", envvar="AISLE_HOME", help="Directory of the store and artifacts [./var]."
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """aisle: ingest, clean, search and recommend."""
+    set_home(home)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,134 @@
+"""One settings tree: defaults here, then aisle.toml, then AISLE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: Stock codes that are charges, fees or manual adjustments rather than products.
+DEFAULT_NON_PRODUCT_CODES = [
+    "POST", "DOT", "M", "D", "C2", "CRUK", "PADS", "B", "S", "BANK CHARGES", "AMAZONFEE",
+    "ADJUST", "ADJUST2", "TEST001", "TEST002",
+]
+
+
+class QualitySettings(BaseModel):
+    """Thresholds of the cleaning rules."""
+
+    require_user: bool = Field(True, description="Quarantine events without a customer id.")
+    max_future_seconds: float = Field(
+        300.0, description="Clock skew allowed before a timestamp counts as in the future."
+    )
+    oldest_timestamp: datetime = Field(
+        datetime(1995, 1, 1), description="Timestamps before this are implausibly old (UTC)."
+    )
+    max_price: float = Field(50_000.0, description="Unit prices above this are absurd.")
+    max_quantity: float = Field(1_000_000.0, description="Quantities above this are absurd.")
+    rating_min: float = Field(0.5, description="Smallest valid rating value.")
+    rating_max: float = Field(10.0, description="Largest valid rating value.")
+    outlier_z: float = Field(
+        8.0, description="Robust z (MAD on log1p quantity, per item) above which a quantity is extreme."
+    )
+    outlier_min_ratio: float = Field(
+        50.0, description="An extreme quantity is also at least this many times the item's median."
+    )
+    outlier_min_lines: int = Field(
+        5, description="Items with fewer purchase lines in the batch are not judged for outliers."
+    )
+    product_code_pattern: str = Field(
+        r"^\d{5}[A-Za-z]{0,3}$",
+        description="Regex a retail stock code must match to count as a product (UCI adapter).",
+    )
+    non_product_codes: list[str] = Field(default_factory=lambda: list(DEFAULT_NON_PRODUCT_CODES))
+    near_duplicate_seconds: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 10.0, "click": 10.0, "add_to_cart": 5.0, "remove_from_cart": 5.0,
+            "search": 5.0,
+        },
+        description="Same user, item and type within this many seconds is a near duplicate.",
+    )
+    bot_max_per_minute: int = Field(
+        60, description="More browse events than this in one minute marks a user as a bot."
+    )
+    bot_max_per_day: int = Field(
+        3_000, description="More browse events than this in one day marks a user as a bot."
+    )
+    unknown_item_grace_hours: float = Field(
+        72.0, description="Events for items not yet in the catalog wait this long for the product."
+    )
+    check_unknown_items: bool = Field(
+        True, description="Hold events whose item is not in the catalog."
+    )
+    drift_psi: float = Field(0.2, description="PSI above this flags drift in a categorical column.")
+    drift_ks: float = Field(0.1, description="KS distance above this flags drift in a numeric column.")
+
+
+class IngestSettings(BaseModel):
+    """Defaults applied while reading sources."""
+
+    default_currency: str = "USD"
+    default_consent_personalisation: bool = True
+    default_consent_analytics: bool = True
+    http_timeout_seconds: float = 60.0
+
+
+class MappingAdapterSettings(BaseModel):
+    """A generic adapter: source columns mapped onto the event or product schema."""
+
+    kind: str = Field("events", description="'events' or 'products'.")
+    columns: dict[str, str] = Field(default_factory=dict, description="field -> source column")
+    constants: dict[str, Any] = Field(default_factory=dict, description="field -> fixed value")
+    type_map: dict[str, str] = Field(default_factory=dict, description="source value -> type")
+    user_columns: list[str] = Field(
+        default_factory=list, description="Source columns holding customer identifiers."
+    )
+    timestamp_format: str | None = None
+    timezone: str = "UTC"
+    delimiter: str | None = None
+
+
+class Settings(BaseSettings):
+    """Every setting of aisle. Documented in aisle.example.toml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AISLE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(Path("var"), description="Directory holding the store and all artifacts.")
+    secret_key: SecretStr | None = Field(
+        None, description="Pseudonymisation secret; when unset, a key file in home is used."
+    )
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    adapters: dict[str, MappingAdapterSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("AISLE_CONFIG", "aisle.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from defaults, aisle.toml (or $AISLE_CONFIG), AISLE_* variables and overrides."""
+    return Settings(**overrides)

@@ -1,0 +1,388 @@
+"""The one place that wires the stages: read, pseudonymise, adapt, assess, store, profile."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from aisle.config import Settings
+from aisle.domain import EVENT_SCHEMA, PRODUCT_SCHEMA, Fate, Reason, RecordKind
+from aisle.errors import AisleError, ReconciliationError
+from aisle.ingest.adapters import AdaptContext, Adapter, get_adapter
+from aisle.ingest.fetch import fetch_url, is_url
+from aisle.ingest.identity import content_ids
+from aisle.ingest.readers import RawBatch, read_source
+from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
+from aisle.quality.assess import EventContext, ProductContext, assess_events, assess_products
+from aisle.quality.coerce import coerce
+from aisle.text import clean_text_columns
+from aisle.quality.quarantine import release_arrived_items
+from aisle.storage import Store
+from aisle.storage.catalog import upsert_products
+
+Progress = Callable[[str], None]
+_EVENT_TEXT = ("query", "session_id", "item_id", "currency", "type")
+_PRODUCT_TEXT = ("item_id", "title", "description", "brand", "currency")
+_PRODUCT_CONTENT = ["item_id", "title", "description", "category_path", "brand", "price",
+                    "currency", "attributes"]
+
+
+@dataclass
+class ImportResult:
+    """What one import did; ``input == accepted + quarantined + duplicates`` always."""
+
+    import_id: int
+    kind: str
+    source: str
+    adapter: str
+    input: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    duplicate_rules: dict[str, int] = field(default_factory=dict)
+    released: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    derived: list[ImportResult] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Throughput of this import."""
+        return self.input / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON object for scripts and monitors."""
+        return {
+            "import_id": self.import_id,
+            "kind": self.kind,
+            "source": self.source,
+            "adapter": self.adapter,
+            "input": self.input,
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "quarantined_by_reason": dict(sorted(self.reasons.items())),
+            "duplicates": self.duplicates,
+            "duplicates_by_rule": dict(sorted(self.duplicate_rules.items())),
+            "released_from_quarantine": self.released,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+            "notes": self.notes,
+            "drift": self.drift,
+            "derived": [d.to_json() for d in self.derived],
+        }
+
+
+def _payloads(frame: pl.DataFrame) -> pl.Expr:
+    columns = [c for c in frame.columns if not c.startswith("_")]
+    return pl.struct(columns).struct.json_encode()
+
+
+class Importer:
+    """Runs imports against one store with one set of settings."""
+
+    def __init__(self, settings: Settings, store: Store, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.pseudonymiser = Pseudonymiser(load_secret(settings))
+        self.progress = progress or (lambda _stage: None)
+
+    # -- the ledger --------------------------------------------------------------------------
+    def _mark_interrupted(self) -> None:
+        # one writer holds the store, so an import still marked running was interrupted
+        self.store.execute(
+            "UPDATE imports SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+            [datetime.now(UTC)],
+        )
+
+    def _open_import(self, kind: str, source: str, adapter: str, sha256: str | None) -> int:
+        import_id = int(self.store.scalar("SELECT nextval('import_ids')"))
+        self.store.execute(
+            "INSERT INTO imports (import_id, kind, source, adapter, sha256, status, started_at) "
+            "VALUES (?, ?, ?, ?, ?, 'running', ?)",
+            [import_id, kind, source, adapter, sha256, datetime.now(UTC)],
+        )
+        return import_id
+
+    def _close_import(self, result: ImportResult) -> None:
+        if result.input != result.accepted + result.quarantined + result.duplicates:
+            raise ReconciliationError(
+                f"import {result.import_id}: input {result.input} != accepted {result.accepted}"
+                f" + quarantined {result.quarantined} + duplicates {result.duplicates}"
+            )
+        self.store.execute(
+            "UPDATE imports SET status = 'complete', finished_at = ?, input = ?, accepted = ?, "
+            "quarantined = ?, duplicates = ?, reasons = ?, seconds = ? WHERE import_id = ?",
+            [datetime.now(UTC), result.input, result.accepted, result.quarantined,
+             result.duplicates, json.dumps(result.reasons), result.seconds, result.import_id],
+        )
+
+    def _fail_import(self, import_id: int, error: BaseException) -> None:
+        message = str(error) if isinstance(error, AisleError) else type(error).__name__
+        self.store.execute(
+            "UPDATE imports SET status = 'failed', finished_at = ?, error = ? "
+            "WHERE import_id = ? AND status = 'running'",
+            [datetime.now(UTC), message, import_id],
+        )
+
+    # -- one import --------------------------------------------------------------------------
+    def run(self, kind: RecordKind | str, source: str | Path, adapter_name: str) -> ImportResult:
+        """Import one file or URL of ``kind`` through the named adapter."""
+        started = time.perf_counter()
+        kind = RecordKind(kind)
+        adapter = get_adapter(adapter_name, self.settings)
+        if kind not in adapter.kinds:
+            raise AisleError(
+                f"adapter {adapter_name!r} reads {', '.join(sorted(adapter.kinds))}, not {kind}"
+            )
+        path = self._resolve(str(source), adapter, kind)
+        self.progress(f"reading {path.name}")
+        raw = read_source(path, adapter.read_options(kind))
+        frame = self.pseudonymiser.frame(raw.frame, adapter.user_columns)
+        raw = RawBatch(frame, raw.source, raw.sha256, raw.format, raw.malformed)
+        self._mark_interrupted()
+        import_id = self._open_import(kind.value, str(source), adapter.name, raw.sha256)
+        ctx = AdaptContext(self.settings, str(source))
+        try:
+            with self.store.transaction():
+                derived: list[ImportResult] = []
+                if kind is RecordKind.EVENTS:
+                    products = adapter.derived_products(raw.frame, ctx)
+                    if products is not None:
+                        self.progress("building the catalog")
+                        pid = self._open_import(RecordKind.PRODUCTS.value, str(source),
+                                                adapter.name, raw.sha256)
+                        part = self._products(pid, str(source), adapter, products, None)
+                        part.seconds = time.perf_counter() - started
+                        derived.append(part)
+                    self.progress("checking events")
+                    result = self._events(import_id, str(source), adapter, raw, ctx)
+                else:
+                    self.progress("checking products")
+                    canonical = adapter.products(raw.frame, ctx)
+                    result = self._products(import_id, str(source), adapter, canonical, raw)
+                result.derived = derived
+                result.seconds = time.perf_counter() - started
+                for part in [*derived, result]:
+                    self._close_import(part)
+        except BaseException as error:
+            self._fail_import(import_id, error)
+            raise
+        return result
+
+    def _resolve(self, source: str, adapter: Adapter, kind: RecordKind) -> Path:
+        if is_url(source):
+            self.progress(f"downloading {source}")
+            return fetch_url(
+                source,
+                Path(self.settings.home) / "downloads",
+                timeout=self.settings.ingest.http_timeout_seconds,
+            )
+        return adapter.locate(Path(source), kind)
+
+    def _malformed(self, raw: RawBatch | None, namespace: str) -> pl.DataFrame:
+        if raw is None or raw.malformed.height == 0:
+            return pl.DataFrame()
+        bad = raw.malformed
+        return bad.select(
+            content_ids(bad, ["text"], namespace + ":malformed").alias("record_id"),
+            pl.col("_line").alias("line"),
+            pl.lit([Reason.MALFORMED_ROW.value], dtype=pl.List(pl.String)).alias("reasons"),
+            pl.col("error").alias("detail"),
+        )
+
+    def _write_outcome(
+        self,
+        result: ImportResult,
+        assessed: pl.DataFrame,
+        schema: dict[str, pl.DataType],
+        id_column: str,
+        raw: RawBatch | None,
+        malformed: pl.DataFrame,
+    ) -> pl.DataFrame:
+        """Quarantine and duplicate rows, the counts; returns the accepted records."""
+        now = datetime.now(UTC)
+        kind = result.kind
+        fate = pl.col("_fate")
+        held = assessed.filter(fate == Fate.QUARANTINED.value)
+        if raw is not None and "_line" in raw.frame.columns:
+            sources = raw.frame.select("_line", _payloads(raw.frame).alias("payload"))
+            held = held.join(sources, on="_line", how="left")
+        else:
+            held = held.with_columns(pl.lit(None, dtype=pl.String).alias("payload"))
+        quarantine = held.select(
+            pl.col(id_column).alias("record_id"),
+            pl.lit(kind).alias("kind"),
+            pl.lit(result.import_id).alias("import_id"),
+            pl.col("_line").alias("line"),
+            pl.col("_reasons").alias("reasons"),
+            pl.col("_detail").alias("detail"),
+            pl.col("item_id"),
+            pl.col("_hold_until").alias("hold_until"),
+            pl.col("payload"),
+            pl.struct(list(schema)).struct.json_encode().alias("record"),
+            pl.lit("held").alias("status"),
+            pl.lit(now).alias("created_at"),
+        )
+        if malformed.height:
+            quarantine = pl.concat(
+                [
+                    quarantine,
+                    malformed.with_columns(
+                        pl.lit(kind).alias("kind"),
+                        pl.lit(result.import_id).alias("import_id"),
+                        pl.lit("held").alias("status"),
+                        pl.lit(now).alias("created_at"),
+                    ),
+                ],
+                how="diagonal_relaxed",
+            )
+        duplicates = assessed.filter(fate == Fate.DUPLICATE.value).select(
+            pl.col(id_column).alias("record_id"),
+            pl.lit(kind).alias("kind"),
+            pl.lit(result.import_id).alias("import_id"),
+            pl.col("_line").alias("line"),
+            pl.col("_duplicate_of").alias("duplicate_of"),
+            pl.col("_dup_rule").alias("rule"),
+        )
+        self.store.append("quarantine", quarantine)
+        self.store.append("duplicates", duplicates)
+        accepted = assessed.filter(fate == Fate.ACCEPTED.value).with_columns(
+            pl.lit(result.import_id).alias("import_id")
+        )
+        result.input = assessed.height + malformed.height
+        result.accepted = accepted.height
+        result.quarantined = quarantine.height
+        result.duplicates = duplicates.height
+        if quarantine.height:
+            counts = quarantine.select(pl.col("reasons").explode().value_counts()).unnest("reasons")
+            result.reasons = dict(zip(counts[:, 0].to_list(), counts[:, 1].to_list(), strict=True))
+        if duplicates.height:
+            rules = duplicates["rule"].value_counts()
+            result.duplicate_rules = dict(zip(rules[:, 0].to_list(), rules[:, 1].to_list(), strict=True))
+        return accepted
+
+    def _events(
+        self, import_id: int, source: str, adapter: Adapter, raw: RawBatch, ctx: AdaptContext
+    ) -> ImportResult:
+        result = ImportResult(import_id, RecordKind.EVENTS.value, source, adapter.name)
+        canonical = adapter.events(raw.frame, ctx)
+        if "_bad_encoding" in raw.frame.columns:
+            canonical = canonical.with_columns(raw.frame["_bad_encoding"])
+        given = "event_id" in canonical.columns and canonical["event_id"].null_count() == 0
+        id_frame = canonical if given else raw.frame
+        id_columns = ["event_id"] if given else [c for c in raw.frame.columns if not c.startswith("_")]
+        canonical = canonical.with_columns(
+            content_ids(id_frame, id_columns, adapter.name).alias("event_id")
+        )
+        parsing = adapter.parsing
+        typed, flags = coerce(
+            canonical, EVENT_SCHEMA, timestamp_format=parsing.timestamp_format,
+            timezone=parsing.timezone, epoch_unit=parsing.epoch_unit,
+        )
+        extra = [c for c in ("_pre_reason", "_bad_encoding") if c in canonical.columns]
+        typed = clean_text_columns(typed.with_columns(canonical.select(extra)), _EVENT_TEXT)
+        quality = self.settings.quality
+        has_catalog = bool(self.store.scalar("SELECT count(*) > 0 FROM products"))
+        if not adapter.checks_catalog:
+            has_catalog = False
+            result.notes.append(f"unknown-item check off: {adapter.name} has no catalog")
+        elif not has_catalog and quality.check_unknown_items:
+            result.notes.append("unknown-item check skipped: the catalog is empty")
+        batch_ids = typed.select("event_id")
+        self.store.con.register("_batch_ids", batch_ids.to_arrow())
+        seen = self.store.query(
+            "SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM _batch_ids) "
+            "UNION ALL SELECT record_id FROM quarantine WHERE kind = 'events' "
+            "AND record_id IN (SELECT event_id FROM _batch_ids)"
+        )["event_id"]
+        self.store.con.unregister("_batch_ids")
+        returners = typed.filter(pl.col("type") == "return").select("user_id", "item_id").unique()
+        self.store.con.register("_returners", returners.to_arrow())
+        stored_purchases = self.store.query(
+            "SELECT e.event_id, e.user_id, e.item_id, e.timestamp FROM events e "
+            "JOIN _returners r USING (user_id, item_id) WHERE e.type = 'purchase'"
+        )
+        self.store.con.unregister("_returners")
+        known = self.store.query("SELECT item_id FROM products")["item_id"] if has_catalog else None
+        event_ctx = EventContext(quality, datetime.now(UTC), known, seen, stored_purchases)
+        assessed = assess_events(typed, flags, event_ctx)
+        accepted = self._write_outcome(
+            result, assessed, EVENT_SCHEMA, "event_id", raw, self._malformed(raw, adapter.name)
+        )
+        self.store.append("events", accepted.select([*EVENT_SCHEMA, "import_id"]))
+        self._profile(result, accepted.select(list(EVENT_SCHEMA)))
+        return result
+
+    def _products(
+        self,
+        import_id: int,
+        source: str,
+        adapter: Adapter,
+        canonical: pl.DataFrame,
+        raw: RawBatch | None,
+    ) -> ImportResult:
+        result = ImportResult(import_id, RecordKind.PRODUCTS.value, source, adapter.name)
+        if raw is not None and "_bad_encoding" in raw.frame.columns and (
+            canonical.height == raw.frame.height
+        ):
+            canonical = canonical.with_columns(raw.frame["_bad_encoding"])
+        typed, flags = coerce(canonical, PRODUCT_SCHEMA)
+        extra = [c for c in ("_pre_reason", "_bad_encoding") if c in canonical.columns]
+        typed = clean_text_columns(typed.with_columns(canonical.select(extra)), _PRODUCT_TEXT)
+        typed = typed.with_columns(
+            pl.col("aliases").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+            pl.col("source").fill_null(adapter.name),
+        ).with_columns(
+            content_ids(typed, _PRODUCT_CONTENT, "product").alias("record_id"),
+        )
+        self.store.con.register("_batch_ids", typed.select("record_id").to_arrow())
+        seen = self.store.query(
+            "SELECT record_id FROM product_versions WHERE record_id IN "
+            "(SELECT record_id FROM _batch_ids) UNION ALL SELECT record_id FROM quarantine "
+            "WHERE kind = 'products' AND record_id IN (SELECT record_id FROM _batch_ids)"
+        )["record_id"]
+        self.store.con.unregister("_batch_ids")
+        assessed = assess_products(typed, flags, ProductContext(self.settings.quality, seen))
+        accepted = self._write_outcome(
+            result, assessed, PRODUCT_SCHEMA, "record_id", raw,
+            self._malformed(raw, adapter.name),
+        )
+        upsert_products(self.store, accepted)
+        result.released = release_arrived_items(self.store, datetime.now(UTC))
+        self._profile(result, accepted.select(list(PRODUCT_SCHEMA)))
+        return result
+
+    def _profile(self, result: ImportResult, accepted: pl.DataFrame) -> None:
+        from aisle.quality.drift import detect_drift
+        from aisle.quality.profile import profile_frame, save_profile
+
+        profile = profile_frame(accepted, result.kind)
+        save_profile(self.store, result.import_id, result.kind, profile)
+        drifts = detect_drift(self.store, result.import_id, result.kind, self.settings.quality)
+        result.drift = [
+            {"column": d.column, "metric": d.metric, "value": round(d.value, 4),
+             "threshold": d.threshold, "flagged": d.flagged}
+            for d in drifts
+        ]
+
+
+def ingest(
+    kind: RecordKind | str,
+    source: str | Path,
+    adapter: str,
+    settings: Settings,
+    *,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Import one source into the store under ``settings.home``."""
+    with Store(settings.home) as store:
+        return Importer(settings, store, progress).run(kind, source, adapter)

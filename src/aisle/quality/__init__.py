@@ -1,0 +1,1 @@
+"""Quality: every record gets exactly one fate (accepted, quarantined or duplicate)."""

@@ -1,0 +1,110 @@
+"""Casting an adapter's columns onto a canonical schema, recording what does not cast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from aisle.domain import Reason
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One rule's verdict on a batch: rows where ``mask`` holds get ``reason`` and ``detail``."""
+
+    reason: Reason
+    mask: pl.Expr
+    detail: pl.Expr | str
+
+
+def _parse_timestamp(
+    column: pl.Expr, dtype: pl.DataType, fmt: str | None, zone: str, epoch_unit: str
+) -> pl.Expr:
+    if dtype.is_integer() or dtype.is_float():
+        return pl.from_epoch(column.cast(pl.Int64), time_unit=epoch_unit).dt.replace_time_zone("UTC")
+    if isinstance(dtype, pl.Datetime):
+        stamped = column if dtype.time_zone else column.dt.replace_time_zone(zone)
+        return stamped.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    text = column.cast(pl.String).str.strip_chars()
+    if fmt is not None:
+        naive = text.str.strptime(pl.Datetime("us"), fmt, strict=False)
+        return _to_utc(naive, zone)
+    # ISO 8601 with or without an offset ("Z" included), a date alone, or epoch seconds
+    iso = text.str.replace(r"[zZ]$", "+00:00").str.replace(" ", "T", literal=True)
+    aware = iso.str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%z", strict=False)
+    naive = pl.coalesce(
+        iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.f", strict=False),
+        iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M", strict=False),
+        iso.str.strptime(pl.Datetime("us"), "%Y-%m-%d", strict=False),
+        pl.from_epoch(text.cast(pl.Int64, strict=False), time_unit=epoch_unit),
+    )
+    return pl.coalesce(aware, _to_utc(naive, zone))
+
+
+def _to_utc(naive: pl.Expr, zone: str) -> pl.Expr:
+    return (
+        naive.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
+        .dt.cast_time_unit("us")
+    )
+
+
+def coerce(
+    frame: pl.DataFrame,
+    schema: dict[str, pl.DataType],
+    *,
+    timestamp_format: str | None = None,
+    timezone: str = "UTC",
+    epoch_unit: str = "s",
+) -> tuple[pl.DataFrame, list[Flag]]:
+    """The frame cast to ``schema`` (missing columns null) and a flag per field that failed.
+
+    A value fails when it was present in the source but is null after the cast, so a field
+    that was simply empty counts as missing (a later rule), not as a type error.
+    """
+    casts: list[pl.Expr] = []
+    flags: list[Flag] = []
+    for name, dtype in schema.items():
+        if name not in frame.columns:
+            casts.append(pl.lit(None, dtype=dtype).alias(name))
+            continue
+        source_dtype = frame.schema[name]
+        column = pl.col(name)
+        if source_dtype == dtype:
+            casts.append(column)
+            continue
+        if isinstance(dtype, pl.Datetime):
+            cast = _parse_timestamp(column, source_dtype, timestamp_format, timezone, epoch_unit)
+            reason = Reason.BAD_TIMESTAMP
+        elif source_dtype == pl.String and dtype == pl.Boolean:
+            lowered = column.str.strip_chars().str.to_lowercase()
+            cast = (
+                pl.when(lowered.is_in(["1", "true", "yes", "y", "t"])).then(True)
+                .when(lowered.is_in(["0", "false", "no", "n", "f"])).then(False)
+                .otherwise(None)
+            )
+            reason = Reason.BAD_TYPE
+        elif source_dtype == pl.String and dtype.is_numeric():
+            cast = column.str.strip_chars().str.replace_all(",", "").cast(dtype, strict=False)
+            reason = Reason.BAD_TYPE
+        else:
+            cast = column.cast(dtype, strict=False)
+            reason = Reason.BAD_TYPE
+        casts.append(cast.alias(name))
+        present = column.is_not_null()
+        if source_dtype == pl.String:
+            present = present & (column.str.strip_chars() != "")
+        flags.append(
+            Flag(reason, present & cast.is_null(), f"field {name!r}: cannot read as {dtype}")
+        )
+    masks = frame.select(
+        [pl.col("_line"), *[f.mask.alias(f"_m{i}") for i, f in enumerate(flags)]]
+    )
+    cast_frame = frame.select([pl.col("_line"), *casts])
+    # masks were evaluated on the source; carry them as columns so later steps can read them
+    evaluated = [
+        Flag(f.reason, pl.col(f"_m{i}"), f.detail) for i, f in enumerate(flags)
+    ]
+    cast_frame = cast_frame.with_columns(masks.drop("_line"))
+    return cast_frame, evaluated

@@ -1,0 +1,47 @@
+"""Exact duplicates (same record id) and near duplicates (same user, item, type in a window)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def exact_duplicates(ids: pl.Series, seen: pl.Series) -> pl.Series:
+    """For each id, the id it duplicates (itself when already stored or earlier in the batch)."""
+    earlier = ids.is_duplicated() & ~ids.is_first_distinct()
+    stored = ids.is_in(seen.implode())
+    return pl.select(
+        pl.when(earlier | stored).then(ids).otherwise(None).alias("_duplicate_of")
+    ).to_series()
+
+
+def near_duplicates(
+    frame: pl.DataFrame, windows: dict[str, float], *, id_column: str = "event_id"
+) -> pl.Series:
+    """For rows ``_candidate``, the id of the first event of their burst, or null.
+
+    A burst is a run of events of one user on one item with one type where each follows the
+    previous within that type's window. Types without a window are never near duplicates.
+    """
+    if not windows:
+        return pl.Series("_near_of", [None] * frame.height, dtype=pl.String)
+    window = pl.col("type").replace_strict(windows, default=None, return_dtype=pl.Float64)
+    keys = ["user_id", "item_id", "type"]
+    ordered = (
+        frame.select(id_column, *keys, "timestamp", "_candidate")
+        .with_row_index("_pos")
+        .with_columns(window.alias("_window"))
+        .filter(pl.col("_candidate") & pl.col("_window").is_not_null())
+        .sort([*keys, "timestamp", "_pos"])
+    )
+    gap = (pl.col("timestamp") - pl.col("timestamp").shift(1).over(keys)).dt.total_microseconds()
+    runs = ordered.with_columns(
+        (gap.is_null() | (gap > pl.col("_window") * 1_000_000)).cum_sum().alias("_burst")
+    ).with_columns(pl.col(id_column).first().over("_burst").alias("_first"))
+    near = runs.filter(pl.col("_first") != pl.col(id_column)).select("_pos", "_first")
+    return (
+        frame.with_row_index("_pos")
+        .select("_pos")
+        .join(near, on="_pos", how="left")
+        .sort("_pos")["_first"]
+        .alias("_near_of")
+    )

@@ -1,0 +1,123 @@
+"""Versioned DDL of the store. Append a migration; never edit one that has shipped."""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[list[str]] = [
+    # 1: the ingestion ledger and the three fates of a record
+    """
+    CREATE TABLE imports (
+        import_id     INTEGER PRIMARY KEY,
+        kind          VARCHAR NOT NULL,      -- events | products
+        source        VARCHAR NOT NULL,      -- file path or URL as given
+        adapter       VARCHAR NOT NULL,
+        sha256        VARCHAR,
+        status        VARCHAR NOT NULL,      -- running | complete | failed | interrupted
+        started_at    TIMESTAMPTZ NOT NULL,
+        finished_at   TIMESTAMPTZ,
+        input         BIGINT,
+        accepted      BIGINT,
+        quarantined   BIGINT,
+        duplicates    BIGINT,
+        reasons       JSON,                  -- {reason: count}
+        seconds       DOUBLE,
+        error         VARCHAR
+    );
+    CREATE SEQUENCE import_ids START 1;
+
+    CREATE TABLE events (
+        event_id VARCHAR NOT NULL,
+        user_id VARCHAR,                     -- pseudonym, never a raw id
+        session_id VARCHAR,
+        item_id VARCHAR,
+        type VARCHAR NOT NULL,
+        value DOUBLE,
+        price DOUBLE,
+        currency VARCHAR,
+        query VARCHAR,
+        timestamp TIMESTAMPTZ NOT NULL,
+        source VARCHAR,
+        consent_personalisation BOOLEAN,
+        consent_analytics BOOLEAN,
+        ref_event_id VARCHAR,                -- a return's purchase
+        import_id INTEGER NOT NULL
+    );
+
+    CREATE TABLE products (
+        item_id VARCHAR NOT NULL,
+        title VARCHAR,
+        description VARCHAR,
+        category_path VARCHAR[],
+        brand VARCHAR,
+        price DOUBLE,
+        currency VARCHAR,
+        attributes JSON,
+        aliases VARCHAR[],
+        source VARCHAR,
+        updated_at TIMESTAMPTZ,
+        record_id VARCHAR NOT NULL,          -- the accepted record this row came from
+        import_id INTEGER NOT NULL
+    );
+
+    CREATE TABLE product_versions (
+        record_id VARCHAR NOT NULL,
+        item_id VARCHAR NOT NULL,
+        title VARCHAR,
+        description VARCHAR,
+        category_path VARCHAR[],
+        brand VARCHAR,
+        price DOUBLE,
+        currency VARCHAR,
+        attributes JSON,
+        aliases VARCHAR[],
+        source VARCHAR,
+        updated_at TIMESTAMPTZ,
+        import_id INTEGER NOT NULL
+    );
+
+    CREATE TABLE quarantine (
+        record_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        import_id INTEGER NOT NULL,
+        line BIGINT,
+        reasons VARCHAR[] NOT NULL,
+        detail VARCHAR,
+        item_id VARCHAR,
+        hold_until TIMESTAMPTZ,
+        payload VARCHAR,                     -- JSON: the source row, customer ids pseudonymised
+        record VARCHAR,                      -- JSON: the parsed record, for release
+        status VARCHAR NOT NULL,             -- held | released | dropped
+        created_at TIMESTAMPTZ NOT NULL,
+        resolved_at TIMESTAMPTZ,
+        note VARCHAR
+    );
+
+    CREATE TABLE duplicates (
+        record_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        import_id INTEGER NOT NULL,
+        line BIGINT,
+        duplicate_of VARCHAR NOT NULL,
+        rule VARCHAR NOT NULL                -- exact | near | superseded
+    );
+
+    CREATE TABLE profiles (
+        import_id INTEGER NOT NULL,
+        kind VARCHAR NOT NULL,
+        column_name VARCHAR NOT NULL,
+        stats JSON NOT NULL
+    );
+
+    CREATE TABLE drift (
+        import_id INTEGER NOT NULL,
+        baseline_import_id INTEGER NOT NULL,
+        kind VARCHAR NOT NULL,
+        column_name VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,             -- psi | ks
+        value DOUBLE NOT NULL,
+        threshold DOUBLE NOT NULL,
+        flagged BOOLEAN NOT NULL
+    );
+    """,
+]

@@ -1,0 +1,87 @@
+"""Shared fixtures: an isolated home per test, the shared datasets, small CSV writers."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from aisle.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("AISLE_DATA", REPO.parent / "shared" / "data"))
+TEST_SECRET = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's aisle.toml or AISLE_* variables."""
+    for name in list(os.environ):
+        if name.startswith("AISLE_") and name != "AISLE_DATA":
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AISLE_CONFIG", str(tmp_path / "no-such-aisle.toml"))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty aisle home."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    """Settings on the test home with a fixed secret."""
+    return load_settings(home=home, secret_key=TEST_SECRET)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real datasets; tests that need them skip where the folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set AISLE_DATA)")
+    return SHARED_DATA
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -> Path:
+    """Write a CSV (gzip when the name ends in .gz); None becomes an empty field."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", newline="", encoding="utf-8") as handle:  # type: ignore[operator]
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row])
+    return path
+
+
+UCI_HEADER = [
+    "InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID",
+    "Country",
+]
+
+
+@pytest.fixture
+def uci_file(tmp_path: Path) -> Path:
+    """A small file in the UCI layout with one of each anomaly."""
+    rows = [
+        # invoice, code, description, qty, date, price, customer, country
+        ("536365", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", 6, "2010-12-01 08:26:00", 2.55, 17850, "United Kingdom"),
+        ("536365", "71053", "WHITE METAL LANTERN", 6, "2010-12-01 08:26:00", 3.39, 17850, "United Kingdom"),
+        ("536365", "71053", "WHITE METAL LANTERN", 6, "2010-12-01 08:26:00", 3.39, 17850, "United Kingdom"),  # exact duplicate
+        ("536366", "22633", "HAND WARMER UNION JACK", 6, "2010-12-01 08:28:00", 1.85, 17851, "United Kingdom"),
+        ("536367", "22633", "HAND WARMER  UNION JACK ", 12, "2010-12-02 09:00:00", 1.85, None, "France"),  # no customer
+        ("536368", "POST", "POSTAGE", 1, "2010-12-02 10:00:00", 18.0, 12583, "France"),  # non-product
+        ("536369", "84029G", "KNITTED UNION FLAG HOT WATER BOTTLE", 6, "2010-12-03 10:00:00", 0.0, 17852, "United Kingdom"),  # zero price
+        ("C536370", "71053", "WHITE METAL LANTERN", -2, "2010-12-04 10:00:00", 3.39, 17850, "United Kingdom"),  # matched return
+        ("C536371", "22633", "HAND WARMER UNION JACK", -1, "2010-12-04 11:00:00", 1.85, 99999, "United Kingdom"),  # unmatched
+        ("536372", "22633", "HAND WARMER UNION JACK", "six", "2010-12-05 10:00:00", 1.85, 17851, "United Kingdom"),  # bad type
+        ("536373", "22633", "HAND WARMER UNION JACK", 3, "not a date", 1.85, 17851, "United Kingdom"),  # bad timestamp
+        ("536374", "22633", "HAND WARMER UNION JACK", 3, "2099-01-01 10:00:00", 1.85, 17851, "United Kingdom"),  # future
+        ("536375", "22960", "JAM MAKING SET WITH JARS", -5, "2010-12-06 10:00:00", 0.0, None, "United Kingdom"),  # adjustment
+    ]
+    return write_csv(tmp_path / "retail.csv", UCI_HEADER, rows)
