@@ -7,10 +7,11 @@ import polars as pl
 
 def exact_duplicates(ids: pl.Series, seen: pl.Series) -> pl.Series:
     """For each id, the id it duplicates (itself when already stored or earlier in the batch)."""
-    earlier = ids.is_duplicated() & ~ids.is_first_distinct()
-    stored = ids.is_in(seen.implode())
+    repeated = ~ids.is_first_distinct()
+    if seen.len():
+        repeated = repeated | ids.is_in(seen.implode())
     return pl.select(
-        pl.when(earlier | stored).then(ids).otherwise(None).alias("_duplicate_of")
+        pl.when(repeated).then(ids).otherwise(None).alias("_duplicate_of")
     ).to_series()
 
 

@@ -9,11 +9,10 @@ from typing import Any
 
 import polars as pl
 
-from aisle.domain import EVENT_SCHEMA, PRODUCT_SCHEMA, QuarantineStatus, Reason, RecordKind
+from aisle.domain import EVENT_SCHEMA, QuarantineStatus, Reason, RecordKind
 from aisle.errors import NotFoundError
 from aisle.storage import Store
-
-_SCHEMAS = {RecordKind.EVENTS.value: EVENT_SCHEMA, RecordKind.PRODUCTS.value: PRODUCT_SCHEMA}
+from aisle.storage.catalog import upsert_products
 
 
 @dataclass(frozen=True)
@@ -58,69 +57,87 @@ def list_quarantine(
 
 
 def show_record(store: Store, record_id: str) -> dict[str, Any]:
-    """One quarantined record with its source payload (customer ids already pseudonymised)."""
+    """One quarantined record: reasons, source payload (customer ids already pseudonymised)
+    and the parsed record as far as it parsed."""
     rows = store.query("SELECT * FROM quarantine WHERE record_id = ?", [record_id])
     if rows.height == 0:
-        raise NotFoundError(f"no quarantined record {record_id!r}; see `aisle quality quarantine list`")
+        raise NotFoundError(
+            f"no quarantined record {record_id!r}; see `aisle quality quarantine list`"
+        )
     row = rows.row(0, named=True)
-    for key in ("payload", "record"):
-        if isinstance(row[key], str):
-            row[key] = json.loads(row[key])
+    if isinstance(row["payload"], str):
+        row["payload"] = json.loads(row["payload"])
+    table, key = _PARSED[row["kind"]]
+    parsed = store.query(f"SELECT * EXCLUDE (import_id) FROM {table} WHERE {key} = ?", [record_id])
+    row["record"] = parsed.row(0, named=True) if parsed.height else None
     return row
 
 
-def _decode(rows: pl.DataFrame, kind: str) -> pl.DataFrame:
-    schema = _SCHEMAS[kind]
-    return rows.select(
-        pl.col("record_id"),
-        pl.col("import_id"),
-        pl.col("record").str.json_decode(dtype=pl.Struct(schema)).alias("_r"),
-    ).unnest("_r")
+#: kind -> (table of parsed quarantined records, its id column)
+_PARSED = {
+    RecordKind.EVENTS.value: ("quarantined_events", "event_id"),
+    RecordKind.PRODUCTS.value: ("quarantined_products", "record_id"),
+}
 
 
-def accept_records(store: Store, records: pl.DataFrame, kind: str, now: datetime) -> int:
-    """Move decoded records into their table and mark them released. Inside a transaction."""
-    if records.height == 0:
+def accept_records(store: Store, record_ids: pl.Series, kind: str, now: datetime) -> int:
+    """Move held records of one kind into their table and mark them released.
+
+    Runs inside the caller's transaction. Records without a parsed form (malformed rows)
+    are skipped: they can only be dropped.
+    """
+    if record_ids.len() == 0:
         return 0
-    if kind == RecordKind.EVENTS.value:
-        store.append("events", records.select([*EVENT_SCHEMA, "import_id"]))
-    else:
-        from aisle.storage.catalog import upsert_products
+    table, key = _PARSED[kind]
+    store.con.register("_release", pl.DataFrame({"record_id": record_ids}).to_arrow())
+    try:
+        chosen = (
+            f"FROM {table} WHERE {key} IN (SELECT record_id FROM _release) AND {key} IN "
+            "(SELECT record_id FROM quarantine WHERE status = 'held' AND kind = ?)"
+        )
+        count = int(store.scalar(f"SELECT count(*) {chosen}", [kind]))
+        if kind == RecordKind.EVENTS.value:
+            columns = ", ".join(f'"{c}"' for c in [*EVENT_SCHEMA, "import_id"])
+            store.execute(f"INSERT INTO events ({columns}) SELECT {columns} {chosen}", [kind])
+        else:
+            upsert_products(store, store.query(f"SELECT * {chosen}", [kind]))
+        store.execute(
+            "UPDATE quarantine SET status = 'released', resolved_at = ? WHERE kind = ? AND "
+            f"status = 'held' AND record_id IN (SELECT {key} {chosen})",
+            [now, kind, kind],
+        )
+    finally:
+        store.con.unregister("_release")
+    return count
 
-        upsert_products(store, records.rename({"record_id": "record_id"}))
-    store.con.register("_released", records.select("record_id").to_arrow())
-    store.execute(
-        "UPDATE quarantine SET status = 'released', resolved_at = ? "
-        "WHERE record_id IN (SELECT record_id FROM _released) AND status = 'held'",
-        [now],
-    )
-    store.con.unregister("_released")
-    return records.height
 
-
-def release_arrived_items(store: Store, now: datetime) -> int:
+def release_arrived_items(store: Store, now: datetime, among: pl.Series | None = None) -> int:
     """Events held only because their item was unknown, whose product has now arrived.
 
-    Held events with other reasons too lose the unknown-item reason and stay held.
+    Held events with other reasons too lose the unknown-item reason and stay held. ``among``
+    limits the release to those record ids.
     """
     rows = store.query(
-        "SELECT q.record_id, q.import_id, q.record, q.reasons FROM quarantine q "
-        "WHERE q.kind = 'events' AND q.status = 'held' AND q.hold_until >= ? "
-        "AND list_contains(q.reasons, ?) "
-        "AND q.item_id IN (SELECT item_id FROM products)",
+        "SELECT record_id, len(reasons) AS n FROM quarantine "
+        "WHERE kind = 'events' AND status = 'held' AND hold_until >= ? "
+        "AND list_contains(reasons, ?) AND item_id IN (SELECT item_id FROM products)",
         [now, Reason.UNKNOWN_ITEM.value],
     )
+    if among is not None:
+        rows = rows.filter(pl.col("record_id").is_in(among.implode()))
     if rows.height == 0:
         return 0
-    only = rows.filter(pl.col("reasons").list.len() == 1)
-    store.con.register("_other", rows.filter(pl.col("reasons").list.len() > 1).select("record_id").to_arrow())
-    store.execute(
-        "UPDATE quarantine SET reasons = list_filter(reasons, r -> r != ?) "
-        "WHERE record_id IN (SELECT record_id FROM _other) AND status = 'held'",
-        [Reason.UNKNOWN_ITEM.value],
-    )
-    store.con.unregister("_other")
-    return accept_records(store, _decode(only, RecordKind.EVENTS.value), RecordKind.EVENTS.value, now)
+    store.con.register("_other", rows.filter(pl.col("n") > 1).select("record_id").to_arrow())
+    try:
+        store.execute(
+            "UPDATE quarantine SET reasons = list_filter(reasons, r -> r != ?) "
+            "WHERE record_id IN (SELECT record_id FROM _other) AND status = 'held'",
+            [Reason.UNKNOWN_ITEM.value],
+        )
+    finally:
+        store.con.unregister("_other")
+    only = rows.filter(pl.col("n") == 1)["record_id"]
+    return accept_records(store, only, RecordKind.EVENTS.value, now)
 
 
 def _select(store: Store, record_ids: list[str] | None, reason: str | None) -> pl.DataFrame:
@@ -133,8 +150,7 @@ def _select(store: Store, record_ids: list[str] | None, reason: str | None) -> p
         where.append("list_contains(reasons, ?)")
         params.append(reason)
     return store.query(
-        f"SELECT record_id, kind, import_id, record, reasons FROM quarantine WHERE {' AND '.join(where)}",
-        params,
+        f"SELECT record_id, kind FROM quarantine WHERE {' AND '.join(where)}", params
     )
 
 
@@ -148,10 +164,10 @@ def release(
 ) -> ReleaseOutcome:
     """Release held records into the store.
 
-    Without ``force`` only records whose reasons no longer hold are released: unknown items
-    that have arrived. With ``force`` the operator vouches for them and they are accepted as
-    parsed (fields that did not parse stay empty). Records without a parsed form (malformed
-    rows) can only be dropped.
+    Without ``force`` only records whose reasons no longer hold are released: events whose
+    unknown item has arrived. With ``force`` the operator vouches for the chosen records and
+    they are accepted as parsed (fields that did not parse stay empty). Malformed rows, which
+    never parsed, can only be dropped.
     """
     if not record_ids and not reason:
         raise NotFoundError("name record ids or a --reason to release")
@@ -163,10 +179,11 @@ def release(
     with store.transaction():
         if force:
             for kind in (RecordKind.EVENTS.value, RecordKind.PRODUCTS.value):
-                part = rows.filter((pl.col("kind") == kind) & pl.col("record").is_not_null())
-                released += accept_records(store, _decode(part, kind), kind, now)
+                chosen = rows.filter(pl.col("kind") == kind)["record_id"]
+                released += accept_records(store, chosen, kind, now)
         else:
-            released += release_arrived_items(store, now)
+            chosen = rows["record_id"] if record_ids or reason else None
+            released += release_arrived_items(store, now, chosen)
     held = _select(store, record_ids, reason).height
     return ReleaseOutcome(released=released, still_held=held)
 

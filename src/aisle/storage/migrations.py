@@ -86,12 +86,15 @@ MIGRATIONS: Final[list[str]] = [
         item_id VARCHAR,
         hold_until TIMESTAMPTZ,
         payload VARCHAR,                     -- JSON: the source row, customer ids pseudonymised
-        record VARCHAR,                      -- JSON: the parsed record, for release
         status VARCHAR NOT NULL,             -- held | released | dropped
         created_at TIMESTAMPTZ NOT NULL,
         resolved_at TIMESTAMPTZ,
         note VARCHAR
     );
+
+    -- the parsed form of quarantined records, typed, so a release is one INSERT ... SELECT
+    CREATE TABLE quarantined_events AS SELECT * FROM events WITH NO DATA;
+    CREATE TABLE quarantined_products AS SELECT * FROM products WITH NO DATA;
 
     CREATE TABLE duplicates (
         record_id VARCHAR NOT NULL,
