@@ -17,10 +17,6 @@ reported beside it.
     .venv/bin/python benchmarks/ingest.py --repeat 5 --pandas-10x
 """
 
-# Engines are imported inside the functions that use them: the parent stays light, and each
-# child loads only its own engine, so neither's peak RSS carries the other's libraries.
-# ruff: noqa: PLC0415
-
 from __future__ import annotations
 
 import argparse
@@ -39,11 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import describe, render
+from machine import cpu_busy_seconds, describe, render
 
 TARGET_ROWS_PER_SECOND = 200_000
 TARGET_PEAK_RSS_MIB = 2048
 LINEAR_TOLERANCE = 0.20  # the 10x rate may differ from the 1x rate by this fraction
+OTHER_LOAD_WARNING = 0.10  # a larger share of the CPU taken by other processes skews timings
 ADAPTER = "uci-online-retail"
 UCI_FILE = Path("uci-online-retail") / "transactions.csv.gz"
 # How the 10x file replays the original: copy k shifts every id and time by k steps.
@@ -166,7 +163,6 @@ CREATE TABLE duplicates (record_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
     import_id INTEGER NOT NULL, line BIGINT, duplicate_of VARCHAR NOT NULL, rule VARCHAR);
 """
 _NUL, _UNIT_SEPARATOR = "\x00", "\x1f"
-_CURRENCY = "GBP"
 
 
 def _pd_clean_text(values: Any) -> Any:
@@ -300,14 +296,90 @@ def _pd_outliers(events: Any, quality: Any, trade: Any) -> Any:
     ).fillna(False)
 
 
+def _pd_read(source: Path, key: bytes) -> Any:
+    """The file as text columns, customer ids pseudonymised (HMAC once per distinct id)."""
+    import hmac
+
+    import numpy as np
+    import pandas as pd
+
+    from aisle.privacy.pseudonymise import PSEUDONYM_HEX
+
+    raw = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow")
+    customer = raw["CustomerID"].str.strip().replace("", np.nan)
+    pseudonyms = {
+        value: hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+        for value in customer.dropna().unique()
+    }
+    raw["CustomerID"] = customer.map(pseudonyms)
+    return raw
+
+
+def _pd_content_ids(raw: Any) -> Any:
+    """md5 of the adapter's name and the row's fields, as aisle.ingest.identity computes it."""
+    import pandas as pd
+
+    text = raw.fillna(_NUL)
+    first, *rest = raw.columns
+    joined = f"{ADAPTER}{_UNIT_SEPARATOR}" + text[first].str.cat(
+        [text[c] for c in rest], sep=_UNIT_SEPARATOR
+    )
+    ids = [hashlib.md5(row.encode()).hexdigest() for row in joined]
+    return pd.Series(ids, index=raw.index, dtype="str")
+
+
+def _pd_timestamps(text: Any, fmt: str, zone: str) -> Any:
+    """Local times to UTC; an ambiguous (autumn) hour counts as its first occurrence."""
+    import numpy as np
+    import pandas as pd
+
+    naive = pd.to_datetime(text, format=fmt, errors="coerce")
+    first = np.ones(len(naive), dtype=bool)  # True: summer time, the earlier of the two
+    local = naive.dt.tz_localize(zone, ambiguous=first, nonexistent="NaT")
+    return local.dt.tz_convert("UTC").dt.as_unit("us")
+
+
+def _pd_match_returns(con: Any, candidates: Any) -> Any:
+    """For clean returns, the latest earlier clean purchase of the item by the customer (this
+    file's or the store's); null where none. Indexed like the returns among ``candidates``."""
+    import pandas as pd
+
+    from aisle.domain import EventType
+
+    keys = ["user_id", "item_id"]
+    kind = candidates["type"]
+    returns = candidates.loc[kind == EventType.RETURN.value, [*keys, "timestamp"]]
+    con.register("returners", returns[keys].drop_duplicates())
+    stored = con.execute(
+        "SELECT e.event_id, e.user_id, e.item_id, e.timestamp FROM events e "
+        "JOIN returners r USING (user_id, item_id) WHERE e.type = 'purchase'"
+    ).df()
+    con.unregister("returners")
+    stored["timestamp"] = stored["timestamp"].dt.tz_convert("UTC").dt.as_unit("us")
+    mine = candidates.loc[kind == EventType.PURCHASE.value, ["event_id", *keys, "timestamp"]]
+    purchases = (
+        pd.concat([mine, stored])
+        .astype({"event_id": "str", "user_id": "str", "item_id": "str"})
+        .dropna(subset=keys)
+        .rename(columns={"event_id": "purchase_id"})
+        .sort_values("timestamp")
+    )
+    matched = pd.merge_asof(
+        returns.reset_index().sort_values("timestamp"),
+        purchases,
+        on="timestamp",
+        by=keys,
+        direction="backward",
+    )
+    return matched.set_index("index")["purchase_id"]
+
+
 def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
     """The UCI import done the pandas way, checks and store writes included; its figures.
 
     Not mirrored from aisle: the bot rule (it judges browse events; UCI has none), near
     duplicates (windows exist only for browse types), and the profile and drift report.
     """
-    import hmac
-
     import duckdb
     import numpy as np
     import pandas as pd
@@ -315,9 +387,11 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
 
     from aisle.config import Settings
     from aisle.domain import EventType, Reason
-    from aisle.privacy.pseudonymise import PSEUDONYM_HEX, load_secret
+    from aisle.ingest.adapters.uci_online_retail import CURRENCY, UciOnlineRetail
+    from aisle.privacy.pseudonymise import load_secret
 
     settings = Settings(home=home)
+    parsing = UciOnlineRetail().parsing
     quality = settings.quality
     key = load_secret(settings)
     purchase, refund = EventType.PURCHASE.value, EventType.RETURN.value
@@ -331,60 +405,33 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
         "VALUES (1, 'events', ?, ?, 'running')",
         [str(source), sha256],
     )
-
-    # read, then pseudonymise before anything else sees the customer ids
-    raw = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], engine="pyarrow")
+    raw = _pd_read(source, key)
     line = raw.index + 2  # the header is line 1
-    customer = raw["CustomerID"].str.strip().replace("", np.nan)
-    pseudonyms = {
-        value: hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
-        for value in customer.dropna().unique()
-    }
-    raw["CustomerID"] = customer.map(pseudonyms)
 
-    # content ids: md5 of the adapter's name and the row's fields, as aisle.ingest.identity
-    columns = list(raw.columns)
-    text = raw[columns].fillna(_NUL)
-    joined = (
-        ADAPTER
-        + _UNIT_SEPARATOR
-        + text[columns[0]].str.cat([text[c] for c in columns[1:]], sep=_UNIT_SEPARATOR)
-    )
-    event_id = pd.Series(
-        [hashlib.md5(row.encode()).hexdigest() for row in joined], index=raw.index, dtype="str"
-    )
-
-    # the adapter: invoice lines to purchases and returns
+    # the adapter: invoice lines to purchases and returns; stock codes to products
     invoice = raw["InvoiceNo"].str.strip()
     cancelled = invoice.str.startswith("C")
     quantity = pd.to_numeric(raw["Quantity"].str.strip(), errors="coerce")
     code = raw["StockCode"].str.strip().str.upper()
     codes = pd.Series(code.unique())
     non_products = [c.upper() for c in quality.non_product_codes]
-    real = codes[codes.str.contains(quality.product_code_pattern) & ~codes.isin(non_products)]
-    product = code.isin(real)
+    product = code.isin(
+        codes[codes.str.contains(quality.product_code_pattern) & ~codes.isin(non_products)]
+    )
     price_text = raw["UnitPrice"].str.strip().str.replace(",", "", regex=False)
     price = pd.to_numeric(price_text, errors="coerce")
     stamp_text = raw["InvoiceDate"].str.strip()
-    naive = pd.to_datetime(stamp_text, format=TIME_FORMAT, errors="coerce")
-    # UK local time; an ambiguous hour (October) counts as its first, summer-time occurrence
-    timestamp = (
-        naive.dt.tz_localize(
-            "Europe/London", ambiguous=np.ones(len(naive), dtype=bool), nonexistent="NaT"
-        )
-        .dt.tz_convert("UTC")
-        .dt.as_unit("us")
-    )
+    timestamp = _pd_timestamps(stamp_text, str(parsing.timestamp_format), parsing.timezone)
     events = pd.DataFrame(
         {
-            "event_id": event_id,
+            "event_id": _pd_content_ids(raw),
             "user_id": raw["CustomerID"],
             "session_id": _pd_clean_text(invoice.str.removeprefix("C")),
             "item_id": _pd_clean_text(code),
             "type": pd.Series(np.where(cancelled, refund, purchase), index=raw.index, dtype="str"),
             "value": quantity.abs().where(cancelled, quantity),
             "price": price,
-            "currency": _CURRENCY,
+            "currency": CURRENCY,
             "query": pd.Series(np.nan, index=raw.index, dtype="str"),
             "timestamp": timestamp,
             "source": ADAPTER,
@@ -392,14 +439,12 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
             "consent_analytics": settings.ingest.default_consent_analytics,
         }
     )
-    sold = (quantity > 0) & (price > 0) & ~cancelled
-    catalog = _pd_catalog(raw, code, product, sold, price)
-    titled = catalog["title"].notna()
-    known = catalog.loc[titled, "item_id"]
+    catalog = _pd_catalog(raw, code, product, (quantity > 0) & (price > 0) & ~cancelled, price)
+    titled = catalog["title"].notna()  # a product without a title is quarantined
 
     # the rules: one boolean column per reason
     trade = events["type"].isin([purchase, refund])
-    value = events["value"]
+    item, value = events["item_id"], events["value"]
     flags: dict[str, Any] = {}
 
     def flag(reason: Reason, mask: Any) -> None:
@@ -410,19 +455,16 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
     flag(Reason.BAD_TIMESTAMP, stamp_text.notna() & timestamp.isna())
     flag(Reason.NON_PRODUCT, ~product)
     flag(Reason.BAD_QUANTITY, product & ~cancelled & (quantity < 0))
-    flag(Reason.MISSING_FIELD, events["item_id"].isna())
+    flag(Reason.MISSING_FIELD, item.isna())
     if quality.require_user:
         flag(Reason.MISSING_FIELD, events["user_id"].isna())
-    flag(Reason.NONPOSITIVE_PRICE, trade & (events["price"] <= 0))
+    flag(Reason.NONPOSITIVE_PRICE, trade & (price <= 0))
     flag(
         Reason.BAD_QUANTITY, trade & value.notna() & ((value <= 0) | (value > quality.max_quantity))
     )
     flag(Reason.OUTLIER_QUANTITY, _pd_outliers(events, quality, trade))
-    if quality.check_unknown_items and len(known):
-        flag(
-            Reason.UNKNOWN_ITEM,
-            events["item_id"].notna() & ~events["item_id"].isin(known) & product,
-        )
+    if quality.check_unknown_items and titled.any():
+        flag(Reason.UNKNOWN_ITEM, item.notna() & ~item.isin(catalog["item_id"][titled]) & product)
     for reason, mask in _pd_schema_failures(events, quality, now).items():
         flag(Reason(reason), mask)
 
@@ -436,57 +478,31 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
     con.unregister("batch_ids")
     duplicate = events["event_id"].duplicated(keep="first") | events["event_id"].isin(seen)
 
-    # returns: the latest earlier clean purchase of the item by the customer, here or stored
     clean = ~pd.DataFrame(flags).any(axis=1) & ~duplicate
-    candidates = events[clean]
-    returns = candidates.loc[candidates["type"] == refund, ["user_id", "item_id", "timestamp"]]
-    con.register("returners", returns[["user_id", "item_id"]].drop_duplicates())
-    stored = con.execute(
-        "SELECT e.event_id, e.user_id, e.item_id, e.timestamp FROM events e "
-        "JOIN returners r USING (user_id, item_id) WHERE e.type = 'purchase'"
-    ).df()
-    con.unregister("returners")
-    stored["timestamp"] = stored["timestamp"].dt.tz_convert("UTC").dt.as_unit("us")
-    purchases = (
-        pd.concat(
-            [
-                candidates.loc[
-                    candidates["type"] == purchase, ["event_id", "user_id", "item_id", "timestamp"]
-                ],
-                stored,
-            ]
-        )
-        .astype({"event_id": "str", "user_id": "str", "item_id": "str"})
-        .dropna(subset=["user_id", "item_id"])
-        .rename(columns={"event_id": "purchase_id"})
-        .sort_values("timestamp")
-    )
-    matched = pd.merge_asof(
-        returns.reset_index().sort_values("timestamp"),
-        purchases,
-        on="timestamp",
-        by=["user_id", "item_id"],
-        direction="backward",
-    ).set_index("index")
-    events["ref_event_id"] = matched["purchase_id"].reindex(events.index)
-    flag(Reason.UNMATCHED_RETURN, events.index.isin(matched.index[matched["purchase_id"].isna()]))
+    purchase_of = _pd_match_returns(con, events[clean])
+    events["ref_event_id"] = purchase_of.reindex(events.index)
+    flag(Reason.UNMATCHED_RETURN, events.index.isin(purchase_of.index[purchase_of.isna()]))
 
     # fates: an exact duplicate first, then quarantine with every reason, else accepted
     reasons = pd.DataFrame(flags)
     quarantined = reasons.any(axis=1) & ~duplicate
     accepted = ~quarantined & ~duplicate
     held = reasons[quarantined]
-    reason_lists = held.dot(held.columns + ",").str.rstrip(",").str.split(",")
-    hold = now + pd.Timedelta(hours=quality.unknown_item_grace_hours)
     unknown = held.get(Reason.UNKNOWN_ITEM.value, pd.Series(False, index=held.index))
+    hold = now + pd.Timedelta(hours=quality.unknown_item_grace_hours)
+    catalog["record_id"] = [
+        hashlib.md5(f"{i}{_UNIT_SEPARATOR}{t}".encode()).hexdigest()
+        for i, t in zip(catalog["item_id"], catalog["title"], strict=True)
+    ]
+    untitled = catalog[~titled]
     quarantine = pd.DataFrame(
         {
             "record_id": events.loc[quarantined, "event_id"],
             "kind": "events",
             "import_id": 1,
             "line": line[quarantined],
-            "reasons": reason_lists,
-            "item_id": events.loc[quarantined, "item_id"],
+            "reasons": held.dot(held.columns + ",").str.rstrip(",").str.split(","),
+            "item_id": item[quarantined],
             "hold_until": pd.Series(hold, index=held.index).where(unknown),
             "payload": raw[quarantined].to_json(orient="records", lines=True).splitlines(),
             "record": events[quarantined]
@@ -495,11 +511,6 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
             "status": "held",
         }
     )
-    catalog["record_id"] = [
-        hashlib.md5(f"{i}{_UNIT_SEPARATOR}{t}".encode()).hexdigest()
-        for i, t in zip(catalog["item_id"], catalog["title"], strict=True)
-    ]
-    untitled = catalog[~titled]
     quarantined_products = pd.DataFrame(
         {
             "record_id": untitled["record_id"],
@@ -507,8 +518,8 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
             "import_id": 1,
             "reasons": [[Reason.MISSING_FIELD.value]] * len(untitled),
             "item_id": untitled["item_id"],
-            "status": "held",
             "payload": untitled.to_json(orient="records", lines=True).splitlines(),
+            "status": "held",
         }
     )
     duplicates = pd.DataFrame(
@@ -521,21 +532,13 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
             "rule": "exact",
         }
     )
-    stored_events = events[accepted].assign(import_id=1)
-    stored_products = catalog[titled].assign(currency=_CURRENCY, source=ADAPTER, import_id=1)
-
-    con.execute("BEGIN TRANSACTION")
-    for table, frame in [
-        ("events", stored_events),
-        ("products", stored_products),
+    tables = [
+        ("events", events[accepted].assign(import_id=1)),
+        ("products", catalog[titled].assign(currency=CURRENCY, source=ADAPTER, import_id=1)),
         ("quarantine", quarantine),
         ("quarantine", quarantined_products),
         ("duplicates", duplicates),
-    ]:
-        con.register("frame", frame)
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
-        con.unregister("frame")
-    counts = {reason: int(n) for reason, n in held.sum().items() if n}
+    ]
     figures = {
         "input": len(events),
         "accepted": int(accepted.sum()),
@@ -544,6 +547,12 @@ def ingest_with_pandas(source: Path, home: Path) -> dict[str, Any]:
     }
     if figures["input"] != figures["accepted"] + figures["quarantined"] + figures["duplicates"]:
         raise RuntimeError(f"counts do not reconcile: {figures}")
+    counts = {reason: int(n) for reason, n in held.sum().items() if n}
+    con.execute("BEGIN TRANSACTION")
+    for table, frame in tables:
+        con.register("frame", frame)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
+        con.unregister("frame")
     con.execute(
         "UPDATE imports SET status = 'complete', input = ?, accepted = ?, quarantined = ?, "
         "duplicates = ?, reasons = ?, seconds = ? WHERE import_id = 1",
@@ -583,9 +592,19 @@ def spawn(engine: str, source: Path, home: Path, secret: str) -> dict[str, Any]:
         str(home),
     ]
     env = {**os.environ, "AISLE_SECRET_KEY": secret}
+    busy_before, children_before = cpu_busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
+    busy_after, children_after = cpu_busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
+    # CPU that other processes took while the child ran, as a share of what the machine had
+    other_load = None
+    if busy_before is not None and busy_after is not None:
+        other = max(0.0, busy_after - busy_before - child_cpu)
+        other_load = other / (wall * (os.cpu_count() or 1))
     shutil.rmtree(home, ignore_errors=True)
     if done.returncode != 0:
         why = (
@@ -598,7 +617,14 @@ def spawn(engine: str, source: Path, home: Path, secret: str) -> dict[str, Any]:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
         return {"engine": engine, "ok": False, "error": f"{why}: {tail}", "wall_seconds": wall}
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"engine": engine, "ok": True, "wall_seconds": wall, **figures}
+    return {
+        "engine": engine,
+        "ok": True,
+        "wall_seconds": wall,
+        "child_cpu_seconds": child_cpu,
+        "other_load": other_load,
+        **figures,
+    }
 
 
 def summarise(engine: str, label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -627,6 +653,8 @@ def summarise(engine: str, label: str, runs: list[dict[str, Any]]) -> dict[str, 
         reasons=first["reasons"],
         products=first["products"],
         seconds=seconds,
+        median_cpu_seconds=statistics.median(r["child_cpu_seconds"] for r in ok),
+        other_load=max((r["other_load"] or 0.0) for r in ok),
     )
     return summary
 
@@ -708,7 +736,8 @@ def render_report(report: dict[str, Any]) -> str:
     lines.append("")
     header = (
         f"{'engine':<7} {'file':<4} {'rows':>10} {'runs':>4} {'median s':>9} {'min s':>7} "
-        f"{'max s':>7} {'rows/s':>9} {'wall s':>7} {'peak RSS MiB':>12}"
+        f"{'max s':>7} {'rows/s':>9} {'wall s':>7} {'cpu s':>6} {'peak RSS MiB':>12} "
+        f"{'other':>5}"
     )
     lines += [header, "-" * len(header)]
     for summary in report["results"].values():
@@ -723,12 +752,20 @@ def render_report(report: dict[str, Any]) -> str:
             f"{summary['runs']:>4} {summary['median_seconds']:>9.2f} "
             f"{summary['min_seconds']:>7.2f} {summary['max_seconds']:>7.2f} "
             f"{summary['rows_per_second']:>9,.0f} {summary['median_wall_seconds']:>7.2f} "
-            f"{summary['peak_rss_mib']:>12,.0f}"
+            f"{summary['median_cpu_seconds']:>6.2f} {summary['peak_rss_mib']:>12,.0f} "
+            f"{summary['other_load']:>5.0%}"
         )
     lines.append(
         "(s: the import alone, timed in the child; wall s: the child process, start-up "
-        "and imports included)"
+        "and imports included;\n cpu s: the child's user + system CPU; other: the largest share "
+        "of the machine's CPU that other processes took during a run)"
     )
+    busiest = max((r.get("other_load", 0.0) for r in report["results"].values()), default=0.0)
+    if busiest > OTHER_LOAD_WARNING:
+        lines.append(
+            f"WARNING: other processes took up to {busiest:.0%} of the CPU during the runs; "
+            "the timings are skewed, rerun on an idle machine"
+        )
     for note in report["notes"]:
         lines.append(f"note: {note}")
     results = report["results"]
@@ -743,7 +780,7 @@ def render_report(report: dict[str, Any]) -> str:
         scale = 10 if right_key.endswith("10x") else 1
         lines += ["", f"{title:<22} {left_name:>12} {right_name:>12} {'difference':>11}"]
         for name, a, b in fate_differences(left, right):
-            expected = a * scale
+            expected = a if name.startswith("products") else a * scale
             lines.append(f"{name:<22} {expected:>12,} {b:>12,} {b - expected:>+11,}")
     ratios = report["ratios"]
     lines.append("")
@@ -766,6 +803,7 @@ def render_report(report: dict[str, Any]) -> str:
 
 def benchmark(args: argparse.Namespace, source: Path) -> dict[str, Any]:
     """Every run the options ask for; the report as one JSON-ready object."""
+    machine = describe()  # before the runs, so its load average is other work's alone
     secret = secrets.token_hex(32)
     results: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
@@ -812,7 +850,7 @@ def benchmark(args: argparse.Namespace, source: Path) -> dict[str, Any]:
             notes.append("10x replay skipped (--repeat-10x 0)")
     ratios, checks = evaluate(results)
     return {
-        "machine": describe(),
+        "machine": machine,
         "data": data,
         "results": results,
         "ratios": ratios,

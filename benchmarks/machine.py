@@ -78,6 +78,29 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     return versions
 
 
+def load_average() -> list[float] | None:
+    """1, 5 and 15-minute load averages: other work on the machine skews every timing."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def cpu_busy_seconds() -> float | None:
+    """CPU seconds spent busy by all cores since boot (/proc/stat), for measuring other work."""
+    fields = (_read("/proc/stat") or "").split("\n", 1)[0].split()
+    if len(fields) < 8 or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def busy(info: dict[str, Any], threshold: float = 0.5) -> bool:
+    """True when the 1-minute load at ``describe()`` time was above ``threshold`` per core."""
+    load, cores = info.get("load_average"), info.get("cores_usable") or 1
+    return bool(load) and load[0] > threshold * cores
+
+
 def describe() -> dict[str, Any]:
     """Everything about this machine that a benchmark figure depends on, as one JSON object."""
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -92,6 +115,7 @@ def describe() -> dict[str, Any]:
         "platform": platform.platform(),
         "libraries": library_versions(),
         "threads_env": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
+        "load_average": load_average(),
     }
 
 
@@ -107,12 +131,17 @@ def render(info: dict[str, Any]) -> str:
         cores += ", cgroup " + ", ".join(f"{k}={v}" for k, v in limits.items())
     libraries = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
     threads = ", ".join(f"{k}={v}" for k, v in info["threads_env"].items()) or "none set"
+    load = info.get("load_average")
+    load_text = " / ".join(f"{x:.2f}" for x in load) + " (1/5/15 min)" if load else "unknown"
+    if busy(info):
+        load_text += "  WARNING: the machine is busy; timings are skewed"
     return "\n".join(
         [
             f"machine:   {info['cpu']}, {cores}, {memory_text} memory",
             f"python:    {info['implementation']} {info['python']} on {info['platform']}",
             f"libraries: {libraries}",
             f"threads:   {threads}",
+            f"load:      {load_text}",
         ]
     )
 

@@ -60,7 +60,13 @@ def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -
 
 
 UCI_HEADER = [
-    "InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID",
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
     "Country",
 ]
 
@@ -70,18 +76,135 @@ def uci_file(tmp_path: Path) -> Path:
     """A small file in the UCI layout with one of each anomaly."""
     rows = [
         # invoice, code, description, qty, date, price, customer, country
-        ("536365", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", 6, "2010-12-01 08:26:00", 2.55, 17850, "United Kingdom"),
-        ("536365", "71053", "WHITE METAL LANTERN", 6, "2010-12-01 08:26:00", 3.39, 17850, "United Kingdom"),
-        ("536365", "71053", "WHITE METAL LANTERN", 6, "2010-12-01 08:26:00", 3.39, 17850, "United Kingdom"),  # exact duplicate
-        ("536366", "22633", "HAND WARMER UNION JACK", 6, "2010-12-01 08:28:00", 1.85, 17851, "United Kingdom"),
-        ("536367", "22633", "HAND WARMER  UNION JACK ", 12, "2010-12-02 09:00:00", 1.85, None, "France"),  # no customer
-        ("536368", "POST", "POSTAGE", 1, "2010-12-02 10:00:00", 18.0, 12583, "France"),  # non-product
-        ("536369", "84029G", "KNITTED UNION FLAG HOT WATER BOTTLE", 6, "2010-12-03 10:00:00", 0.0, 17852, "United Kingdom"),  # zero price
-        ("C536370", "71053", "WHITE METAL LANTERN", -2, "2010-12-04 10:00:00", 3.39, 17850, "United Kingdom"),  # matched return
-        ("C536371", "22633", "HAND WARMER UNION JACK", -1, "2010-12-04 11:00:00", 1.85, 99999, "United Kingdom"),  # unmatched
-        ("536372", "22633", "HAND WARMER UNION JACK", "six", "2010-12-05 10:00:00", 1.85, 17851, "United Kingdom"),  # bad type
-        ("536373", "22633", "HAND WARMER UNION JACK", 3, "not a date", 1.85, 17851, "United Kingdom"),  # bad timestamp
-        ("536374", "22633", "HAND WARMER UNION JACK", 3, "2099-01-01 10:00:00", 1.85, 17851, "United Kingdom"),  # future
-        ("536375", "22960", "JAM MAKING SET WITH JARS", -5, "2010-12-06 10:00:00", 0.0, None, "United Kingdom"),  # adjustment
+        (
+            "536365",
+            "85123A",
+            "WHITE HANGING HEART T-LIGHT HOLDER",
+            6,
+            "2010-12-01 08:26:00",
+            2.55,
+            17850,
+            "United Kingdom",
+        ),
+        (
+            "536365",
+            "71053",
+            "WHITE METAL LANTERN",
+            6,
+            "2010-12-01 08:26:00",
+            3.39,
+            17850,
+            "United Kingdom",
+        ),
+        (
+            "536365",
+            "71053",
+            "WHITE METAL LANTERN",
+            6,
+            "2010-12-01 08:26:00",
+            3.39,
+            17850,
+            "United Kingdom",
+        ),  # exact duplicate
+        (
+            "536366",
+            "22633",
+            "HAND WARMER UNION JACK",
+            6,
+            "2010-12-01 08:28:00",
+            1.85,
+            17851,
+            "United Kingdom",
+        ),
+        (
+            "536367",
+            "22633",
+            "HAND WARMER  UNION JACK ",
+            12,
+            "2010-12-02 09:00:00",
+            1.85,
+            None,
+            "France",
+        ),  # no customer
+        (
+            "536368",
+            "POST",
+            "POSTAGE",
+            1,
+            "2010-12-02 10:00:00",
+            18.0,
+            12583,
+            "France",
+        ),  # non-product
+        (
+            "536369",
+            "84029G",
+            "KNITTED UNION FLAG HOT WATER BOTTLE",
+            6,
+            "2010-12-03 10:00:00",
+            0.0,
+            17852,
+            "United Kingdom",
+        ),  # zero price
+        (
+            "C536370",
+            "71053",
+            "WHITE METAL LANTERN",
+            -2,
+            "2010-12-04 10:00:00",
+            3.39,
+            17850,
+            "United Kingdom",
+        ),  # matched return
+        (
+            "C536371",
+            "22633",
+            "HAND WARMER UNION JACK",
+            -1,
+            "2010-12-04 11:00:00",
+            1.85,
+            99999,
+            "United Kingdom",
+        ),  # unmatched
+        (
+            "536372",
+            "22633",
+            "HAND WARMER UNION JACK",
+            "six",
+            "2010-12-05 10:00:00",
+            1.85,
+            17851,
+            "United Kingdom",
+        ),  # bad type
+        (
+            "536373",
+            "22633",
+            "HAND WARMER UNION JACK",
+            3,
+            "not a date",
+            1.85,
+            17851,
+            "United Kingdom",
+        ),  # bad timestamp
+        (
+            "536374",
+            "22633",
+            "HAND WARMER UNION JACK",
+            3,
+            "2099-01-01 10:00:00",
+            1.85,
+            17851,
+            "United Kingdom",
+        ),  # future
+        (
+            "536375",
+            "22960",
+            "JAM MAKING SET WITH JARS",
+            -5,
+            "2010-12-06 10:00:00",
+            0.0,
+            None,
+            "United Kingdom",
+        ),  # adjustment
     ]
     return write_csv(tmp_path / "retail.csv", UCI_HEADER, rows)

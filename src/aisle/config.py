@@ -17,8 +17,21 @@ from pydantic_settings import (
 
 #: Stock codes that are charges, fees or manual adjustments rather than products.
 DEFAULT_NON_PRODUCT_CODES = [
-    "POST", "DOT", "M", "D", "C2", "CRUK", "PADS", "B", "S", "BANK CHARGES", "AMAZONFEE",
-    "ADJUST", "ADJUST2", "TEST001", "TEST002",
+    "POST",
+    "DOT",
+    "M",
+    "D",
+    "C2",
+    "CRUK",
+    "PADS",
+    "B",
+    "S",
+    "BANK CHARGES",
+    "AMAZONFEE",
+    "ADJUST",
+    "ADJUST2",
+    "TEST001",
+    "TEST002",
 ]
 
 
@@ -37,7 +50,8 @@ class QualitySettings(BaseModel):
     rating_min: float = Field(0.5, description="Smallest valid rating value.")
     rating_max: float = Field(10.0, description="Largest valid rating value.")
     outlier_z: float = Field(
-        8.0, description="Robust z (MAD on log1p quantity, per item) above which a quantity is extreme."
+        8.0,
+        description="Robust z (MAD on log1p quantity, per item) above which a quantity is extreme.",
     )
     outlier_min_ratio: float = Field(
         50.0, description="An extreme quantity is also at least this many times the item's median."
@@ -52,7 +66,10 @@ class QualitySettings(BaseModel):
     non_product_codes: list[str] = Field(default_factory=lambda: list(DEFAULT_NON_PRODUCT_CODES))
     near_duplicate_seconds: dict[str, float] = Field(
         default_factory=lambda: {
-            "view": 10.0, "click": 10.0, "add_to_cart": 5.0, "remove_from_cart": 5.0,
+            "view": 10.0,
+            "click": 10.0,
+            "add_to_cart": 5.0,
+            "remove_from_cart": 5.0,
             "search": 5.0,
         },
         description="Same user, item and type within this many seconds is a near duplicate.",
@@ -70,7 +87,9 @@ class QualitySettings(BaseModel):
         True, description="Hold events whose item is not in the catalog."
     )
     drift_psi: float = Field(0.2, description="PSI above this flags drift in a categorical column.")
-    drift_ks: float = Field(0.1, description="KS distance above this flags drift in a numeric column.")
+    drift_ks: float = Field(
+        0.1, description="KS distance above this flags drift in a numeric column."
+    )
 
 
 class IngestSettings(BaseModel):

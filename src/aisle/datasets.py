@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import zipfile
@@ -50,7 +51,5 @@ def uci_online_retail(cache: Path, *, transport: httpx.BaseTransport | None = No
     )
     with io.BytesIO() as buffer:
         frame.write_csv(buffer)
-        import gzip
-
         converted.write_bytes(gzip.compress(buffer.getvalue()))
     return converted

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Final
+from typing import Final, Literal
 
 import polars as pl
+
+#: Units of epoch timestamps a source may use.
+EpochUnit = Literal["ns", "us", "ms", "s", "d"]
 
 
 class EventType(StrEnum):
@@ -24,8 +27,13 @@ class EventType(StrEnum):
 #: Browse-type events: the ones a bot can flood. Purchases and returns are recorded by the
 #: shop's order system, so rate rules do not apply to them.
 BROWSE_TYPES: Final = frozenset(
-    {EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART,
-     EventType.SEARCH}
+    {
+        EventType.VIEW,
+        EventType.CLICK,
+        EventType.ADD_TO_CART,
+        EventType.REMOVE_FROM_CART,
+        EventType.SEARCH,
+    }
 )
 
 

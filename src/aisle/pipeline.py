@@ -22,16 +22,26 @@ from aisle.ingest.readers import RawBatch, read_source
 from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
 from aisle.quality.assess import EventContext, ProductContext, assess_events, assess_products
 from aisle.quality.coerce import coerce
-from aisle.text import clean_text_columns
+from aisle.quality.drift import detect_drift
+from aisle.quality.profile import profile_frame, save_profile
 from aisle.quality.quarantine import release_arrived_items
 from aisle.storage import Store
 from aisle.storage.catalog import upsert_products
+from aisle.text import clean_text_columns
 
 Progress = Callable[[str], None]
 _EVENT_TEXT = ("query", "session_id", "item_id", "currency", "type")
 _PRODUCT_TEXT = ("item_id", "title", "description", "brand", "currency")
-_PRODUCT_CONTENT = ["item_id", "title", "description", "category_path", "brand", "price",
-                    "currency", "attributes"]
+_PRODUCT_CONTENT = [
+    "item_id",
+    "title",
+    "description",
+    "category_path",
+    "brand",
+    "price",
+    "currency",
+    "attributes",
+]
 
 
 @dataclass
@@ -121,8 +131,16 @@ class Importer:
         self.store.execute(
             "UPDATE imports SET status = 'complete', finished_at = ?, input = ?, accepted = ?, "
             "quarantined = ?, duplicates = ?, reasons = ?, seconds = ? WHERE import_id = ?",
-            [datetime.now(UTC), result.input, result.accepted, result.quarantined,
-             result.duplicates, json.dumps(result.reasons), result.seconds, result.import_id],
+            [
+                datetime.now(UTC),
+                result.input,
+                result.accepted,
+                result.quarantined,
+                result.duplicates,
+                json.dumps(result.reasons),
+                result.seconds,
+                result.import_id,
+            ],
         )
 
     def _fail_import(self, import_id: int, error: BaseException) -> None:
@@ -158,8 +176,9 @@ class Importer:
                     products = adapter.derived_products(raw.frame, ctx)
                     if products is not None:
                         self.progress("building the catalog")
-                        pid = self._open_import(RecordKind.PRODUCTS.value, str(source),
-                                                adapter.name, raw.sha256)
+                        pid = self._open_import(
+                            RecordKind.PRODUCTS.value, str(source), adapter.name, raw.sha256
+                        )
                         part = self._products(pid, str(source), adapter, products, None)
                         part.seconds = time.perf_counter() - started
                         derived.append(part)
@@ -201,6 +220,7 @@ class Importer:
 
     def _write_outcome(
         self,
+        *,
         result: ImportResult,
         assessed: pl.DataFrame,
         schema: dict[str, pl.DataType],
@@ -274,7 +294,9 @@ class Importer:
             result.reasons = dict(zip(counts[:, 0].to_list(), counts[:, 1].to_list(), strict=True))
         if duplicates.height:
             rules = duplicates["rule"].value_counts()
-            result.duplicate_rules = dict(zip(rules[:, 0].to_list(), rules[:, 1].to_list(), strict=True))
+            result.duplicate_rules = dict(
+                zip(rules[:, 0].to_list(), rules[:, 1].to_list(), strict=True)
+            )
         return accepted
 
     def _events(
@@ -286,14 +308,19 @@ class Importer:
             canonical = canonical.with_columns(raw.frame["_bad_encoding"])
         given = "event_id" in canonical.columns and canonical["event_id"].null_count() == 0
         id_frame = canonical if given else raw.frame
-        id_columns = ["event_id"] if given else [c for c in raw.frame.columns if not c.startswith("_")]
+        id_columns = (
+            ["event_id"] if given else [c for c in raw.frame.columns if not c.startswith("_")]
+        )
         canonical = canonical.with_columns(
             content_ids(id_frame, id_columns, adapter.name).alias("event_id")
         )
         parsing = adapter.parsing
         typed, flags = coerce(
-            canonical, EVENT_SCHEMA, timestamp_format=parsing.timestamp_format,
-            timezone=parsing.timezone, epoch_unit=parsing.epoch_unit,
+            canonical,
+            EVENT_SCHEMA,
+            timestamp_format=parsing.timestamp_format,
+            timezone=parsing.timezone,
+            epoch_unit=parsing.epoch_unit,
         )
         extra = [c for c in ("_pre_reason", "_bad_encoding") if c in canonical.columns]
         typed = clean_text_columns(typed.with_columns(canonical.select(extra)), _EVENT_TEXT)
@@ -305,25 +332,30 @@ class Importer:
         elif not has_catalog and quality.check_unknown_items:
             result.notes.append("unknown-item check skipped: the catalog is empty")
         batch_ids = typed.select("event_id")
-        self.store.con.register("_batch_ids", batch_ids.to_arrow())
-        seen = self.store.query(
-            "SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM _batch_ids) "
-            "UNION ALL SELECT record_id FROM quarantine WHERE kind = 'events' "
-            "AND record_id IN (SELECT event_id FROM _batch_ids)"
-        )["event_id"]
-        self.store.con.unregister("_batch_ids")
+        with self.store.registered("_batch_ids", batch_ids):
+            seen = self.store.query(
+                "SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM _batch_ids) "
+                "UNION ALL SELECT record_id FROM quarantine WHERE kind = 'events' "
+                "AND record_id IN (SELECT event_id FROM _batch_ids) "
+                "UNION ALL SELECT record_id FROM duplicates WHERE kind = 'events' "
+                "AND record_id IN (SELECT event_id FROM _batch_ids)"
+            )["event_id"]
         returners = typed.filter(pl.col("type") == "return").select("user_id", "item_id").unique()
-        self.store.con.register("_returners", returners.to_arrow())
-        stored_purchases = self.store.query(
-            "SELECT e.event_id, e.user_id, e.item_id, e.timestamp FROM events e "
-            "JOIN _returners r USING (user_id, item_id) WHERE e.type = 'purchase'"
-        )
-        self.store.con.unregister("_returners")
+        with self.store.registered("_returners", returners):
+            stored_purchases = self.store.query(
+                "SELECT e.event_id, e.user_id, e.item_id, e.timestamp FROM events e "
+                "JOIN _returners r USING (user_id, item_id) WHERE e.type = 'purchase'"
+            )
         known = self.store.query("SELECT item_id FROM products")["item_id"] if has_catalog else None
         event_ctx = EventContext(quality, datetime.now(UTC), known, seen, stored_purchases)
         assessed = assess_events(typed, flags, event_ctx)
         accepted = self._write_outcome(
-            result, assessed, EVENT_SCHEMA, "event_id", raw, self._malformed(raw, adapter.name)
+            result=result,
+            assessed=assessed,
+            schema=EVENT_SCHEMA,
+            id_column="event_id",
+            raw=raw,
+            malformed=self._malformed(raw, adapter.name),
         )
         self.store.append("events", accepted.select([*EVENT_SCHEMA, "import_id"]))
         self._profile(result, accepted.select(list(EVENT_SCHEMA)))
@@ -338,8 +370,10 @@ class Importer:
         raw: RawBatch | None,
     ) -> ImportResult:
         result = ImportResult(import_id, RecordKind.PRODUCTS.value, source, adapter.name)
-        if raw is not None and "_bad_encoding" in raw.frame.columns and (
-            canonical.height == raw.frame.height
+        if (
+            raw is not None
+            and "_bad_encoding" in raw.frame.columns
+            and (canonical.height == raw.frame.height)
         ):
             canonical = canonical.with_columns(raw.frame["_bad_encoding"])
         typed, flags = coerce(canonical, PRODUCT_SCHEMA)
@@ -351,17 +385,22 @@ class Importer:
         ).with_columns(
             content_ids(typed, _PRODUCT_CONTENT, "product").alias("record_id"),
         )
-        self.store.con.register("_batch_ids", typed.select("record_id").to_arrow())
-        seen = self.store.query(
-            "SELECT record_id FROM product_versions WHERE record_id IN "
-            "(SELECT record_id FROM _batch_ids) UNION ALL SELECT record_id FROM quarantine "
-            "WHERE kind = 'products' AND record_id IN (SELECT record_id FROM _batch_ids)"
-        )["record_id"]
-        self.store.con.unregister("_batch_ids")
+        with self.store.registered("_batch_ids", typed.select("record_id")):
+            seen = self.store.query(
+                "SELECT record_id FROM product_versions WHERE record_id IN "
+                "(SELECT record_id FROM _batch_ids) UNION ALL SELECT record_id FROM quarantine "
+                "WHERE kind = 'products' AND record_id IN (SELECT record_id FROM _batch_ids) "
+                "UNION ALL SELECT record_id FROM duplicates WHERE kind = 'products' "
+                "AND record_id IN (SELECT record_id FROM _batch_ids)"
+            )["record_id"]
         assessed = assess_products(typed, flags, ProductContext(self.settings.quality, seen))
         accepted = self._write_outcome(
-            result, assessed, PRODUCT_SCHEMA, "record_id", raw,
-            self._malformed(raw, adapter.name),
+            result=result,
+            assessed=assessed,
+            schema=PRODUCT_SCHEMA,
+            id_column="record_id",
+            raw=raw,
+            malformed=self._malformed(raw, adapter.name),
         )
         upsert_products(self.store, accepted)
         result.released = release_arrived_items(self.store, datetime.now(UTC))
@@ -369,15 +408,17 @@ class Importer:
         return result
 
     def _profile(self, result: ImportResult, accepted: pl.DataFrame) -> None:
-        from aisle.quality.drift import detect_drift
-        from aisle.quality.profile import profile_frame, save_profile
-
         profile = profile_frame(accepted, result.kind)
         save_profile(self.store, result.import_id, result.kind, profile)
         drifts = detect_drift(self.store, result.import_id, result.kind, self.settings.quality)
         result.drift = [
-            {"column": d.column, "metric": d.metric, "value": round(d.value, 4),
-             "threshold": d.threshold, "flagged": d.flagged}
+            {
+                "column": d.column,
+                "metric": d.metric,
+                "value": round(d.value, 4),
+                "threshold": d.threshold,
+                "flagged": d.flagged,
+            }
             for d in drifts
         ]
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import TEST_SECRET, UCI_HEADER, write_csv
 from typer.testing import CliRunner, Result
 
 from aisle import __version__
 from aisle.cli.main import app
 from aisle.storage import Store
+from tests.conftest import TEST_SECRET, UCI_HEADER, write_csv
 
 RUNNER = CliRunner()
 ADAPTERS = ("canonical", "movielens-100k", "uci-online-retail")

@@ -121,12 +121,16 @@ def test_kill_9_then_rerun_completes(
     rerun = ingest("events", retail_file, "uci-online-retail", settings)
     after = _consistent(home)
     clean = ingest(
-        "events", retail_file, "uci-online-retail",
+        "events",
+        retail_file,
+        "uci-online-retail",
         load_settings(home=tmp_path / "clean", secret_key=TEST_SECRET),
     )
     if killed_midway:  # killed before its commit: the rerun did all the work
         assert (rerun.accepted, rerun.quarantined, rerun.duplicates) == (
-            clean.accepted, clean.quarantined, clean.duplicates
+            clean.accepted,
+            clean.quarantined,
+            clean.duplicates,
         )
     assert after["events"] == clean.accepted  # nothing missing, nothing twice
     assert after["held"] == clean.quarantined

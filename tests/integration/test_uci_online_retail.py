@@ -85,8 +85,17 @@ def _expected(source: Path, settings: Settings) -> dict[str, int]:
         FROM typed LEFT JOIN stats s USING (code) LEFT JOIN mads m USING (code)
         """
     ).fetchall()[0]
-    names = ["input", "duplicates", "missing_field", "non_product", "nonpositive_price",
-             "bad_quantity", "unknown_item", "outlier_quantity", "any_rule"]
+    names = [
+        "input",
+        "duplicates",
+        "missing_field",
+        "non_product",
+        "nonpositive_price",
+        "bad_quantity",
+        "unknown_item",
+        "outlier_quantity",
+        "any_rule",
+    ]
     return dict(zip(names, row, strict=True))
 
 
@@ -96,8 +105,14 @@ def test_counts_match_an_independent_sql_count(imported: tuple[ImportResult, Pat
     assert result.input == expected["input"] == 499_619
     assert result.duplicates == expected["duplicates"]
     assert result.duplicate_rules == {"exact": expected["duplicates"]}
-    for reason in ("missing_field", "non_product", "nonpositive_price", "bad_quantity",
-                   "unknown_item", "outlier_quantity"):
+    for reason in (
+        "missing_field",
+        "non_product",
+        "nonpositive_price",
+        "bad_quantity",
+        "unknown_item",
+        "outlier_quantity",
+    ):
         assert result.reasons.get(reason, 0) == expected[reason], reason
     # every quarantined row but the unmatched returns is explained by the rules above
     assert result.quarantined - result.reasons.get("unmatched_return", 0) == expected["any_rule"]
@@ -146,5 +161,7 @@ def test_reimport_adds_nothing(imported: tuple[ImportResult, Path, Path]) -> Non
     from tests.conftest import TEST_SECRET
 
     _, home, source = imported
-    again = ingest("events", source, "uci-online-retail", Settings(home=home, secret_key=TEST_SECRET))
+    again = ingest(
+        "events", source, "uci-online-retail", Settings(home=home, secret_key=TEST_SECRET)
+    )
     assert again.accepted == 0 and again.quarantined == 0 and again.duplicates == again.input

@@ -20,8 +20,16 @@ from tests.conftest import TEST_SECRET
 
 CANARY = "CANARY"
 EVENT_HEADER = ["user_id", "item_id", "type", "value", "price", "currency", "timestamp", "query"]
-UCI_HEADER = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
-              "CustomerID", "Country"]
+UCI_HEADER = [
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+]
 
 customer = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=6, max_size=10).map(
     lambda s: CANARY + s
@@ -44,8 +52,9 @@ event_row = st.tuples(
     st.one_of(junk, st.just("")),
 )
 uci_row = st.tuples(
-    st.one_of(st.integers(500_000, 599_999).map(str), st.integers(500_000, 599_999).map(
-        lambda n: f"C{n}")),
+    st.one_of(
+        st.integers(500_000, 599_999).map(str), st.integers(500_000, 599_999).map(lambda n: f"C{n}")
+    ),
     st.sampled_from(["85123A", "71053", "POST", "22633", "?"]),
     junk,
     number,

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import TEST_SECRET, write_csv
 
 from aisle.config import Settings
 from aisle.errors import NotFoundError
@@ -16,6 +15,7 @@ from aisle.pipeline import ImportResult, ingest
 from aisle.privacy.pseudonymise import Pseudonymiser
 from aisle.quality import quarantine as q
 from aisle.storage import Store
+from tests.conftest import TEST_SECRET, write_csv
 
 HEADER = ["user_id", "item_id", "type", "value", "price", "timestamp"]
 #: line -> (raw customer id, item, type, quantity, price); line 1 is the header

@@ -14,10 +14,9 @@ from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from tests.conftest import TEST_SECRET, UCI_HEADER, write_csv
 
 from aisle.config import QualitySettings, Settings, load_settings
 from aisle.domain import EVENT_SCHEMA, Reason
@@ -29,6 +28,7 @@ from aisle.quality.returns import match_returns
 from aisle.quality.schemas import event_checks, required_for_events, schema_reasons
 from aisle.storage import Store
 from aisle.text import clean_series, clean_text
+from tests.conftest import TEST_SECRET, UCI_HEADER, write_csv
 
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
 UTC_TS = pl.Datetime("us", "UTC")
@@ -126,10 +126,11 @@ def with_quality(settings: Settings, **changes: Any) -> Settings:
 def test_coerce_unreadable_number_is_bad_type_naming_the_field() -> None:
     frame = pl.DataFrame({"_line": [2, 3, 4, 5], "value": ["1.5", "six", " 2 ", "1,000"]})
     typed, flags = coerce(frame, {"value": pl.Float64()})
-    assert typed["value"].to_list() == [1.5, None, 2.0, 1000.0]
+    # "1,000" may be a thousand or one: no separator is guessed, the value fails loudly
+    assert typed["value"].to_list() == [1.5, None, 2.0, None]
     [flag] = flags
     assert flag.reason is Reason.BAD_TYPE
-    assert typed.select(flag.mask).to_series().to_list() == [False, True, False, False]
+    assert typed.select(flag.mask).to_series().to_list() == [False, True, False, True]
     assert "'value'" in str(flag.detail)
 
 
@@ -802,12 +803,14 @@ _event_rows = st.lists(
     max_examples=20,
     deadline=None,
     derandomize=True,
+    phases=[Phase.explicit, Phase.generate],  # shrinking re-runs imports: too slow by default
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(rows=_event_rows)
 def test_every_import_reconciles(
     tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, ...]]
 ) -> None:
+    """Any batch reconciles, the store holds what was accepted, a second import adds nothing."""
     folder = tmp_path_factory.mktemp("prop")
     config = load_settings(home=folder / "home", secret_key=TEST_SECRET)
     header = ["user_id", "item_id", "type", "value", "price", "query", "timestamp"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -43,13 +44,12 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except AisleError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from error
 
 
 def guarded(function: Callable[..., T]) -> Callable[..., T]:
     """Decorator form of friendly_errors, for command functions."""
-    import functools
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> T:

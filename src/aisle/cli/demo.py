@@ -21,8 +21,7 @@ def demo() -> None:
         path = uci_online_retail(home / "downloads")
     console.print(f"source: {path}")
     with console.status("importing") as status:
-        result = ingest("events", str(path), "uci-online-retail", config,
-                        progress=lambda s: status.update(s))
+        result = ingest("events", str(path), "uci-online-retail", config, progress=status.update)
     for part in [*result.derived, result]:
         console.print(result_table(part))
         if part.reasons:

@@ -25,8 +25,12 @@ def result_table(result: ImportResult) -> Table:
     for name in ("input", "accepted", "quarantined", "duplicates", "seconds", "rows/s"):
         table.add_column(name, justify="right")
     table.add_row(
-        f"{result.input:,}", f"{result.accepted:,}", f"{result.quarantined:,}",
-        f"{result.duplicates:,}", f"{result.seconds:.2f}", f"{result.rows_per_second:,.0f}",
+        f"{result.input:,}",
+        f"{result.accepted:,}",
+        f"{result.quarantined:,}",
+        f"{result.duplicates:,}",
+        f"{result.seconds:.2f}",
+        f"{result.rows_per_second:,.0f}",
     )
     return table
 
@@ -44,7 +48,7 @@ def reasons_table(result: ImportResult) -> Table:
 def _run(kind: RecordKind, source: str, adapter: str, as_json: bool) -> None:
     config = settings()
     with console.status(f"importing {kind.value} from {source}") as status:
-        result = ingest(kind, source, adapter, config, progress=lambda s: status.update(s))
+        result = ingest(kind, source, adapter, config, progress=status.update)
     if as_json:
         emit_json(result.to_json())
         return
@@ -73,6 +77,8 @@ def events(source: str, adapter: AdapterOption = "canonical", as_json: JsonOptio
 
 @app.command("products")
 @guarded
-def products(source: str, adapter: AdapterOption = "canonical", as_json: JsonOption = False) -> None:
+def products(
+    source: str, adapter: AdapterOption = "canonical", as_json: JsonOption = False
+) -> None:
     """Import product records."""
     _run(RecordKind.PRODUCTS, source, adapter, as_json)

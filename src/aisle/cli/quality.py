@@ -67,8 +67,12 @@ def list_(
         table.add_column(name, overflow="fold")
     for row in rows.iter_rows(named=True):
         table.add_row(
-            row["record_id"], row["kind"], str(row["import_id"]), str(row["line"]),
-            ", ".join(row["reasons"]), row["detail"] or "",
+            row["record_id"],
+            row["kind"],
+            str(row["import_id"]),
+            str(row["line"]),
+            ", ".join(row["reasons"]),
+            row["detail"] or "",
         )
     console.print(table)
 

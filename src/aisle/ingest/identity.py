@@ -18,8 +18,10 @@ def content_ids(frame: pl.DataFrame, columns: list[str], namespace: str) -> pl.S
     try:
         con.register("rows", frame.select(columns).to_arrow())
         parts = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(0))' for c in columns)
-        relation = con.sql(f"SELECT md5(concat_ws(chr(31), ?, {parts})) AS id FROM rows",
-                           params=[namespace])
-        return relation.pl()["id"]
+        relation = con.sql(
+            f"SELECT md5(concat_ws(chr(31), ?, {parts})) AS id FROM rows", params=[namespace]
+        )
+        ids: pl.Series = relation.pl()["id"]
+        return ids
     finally:
         con.close()

@@ -18,8 +18,22 @@ KEY_FILE = "secret.key"
 #: Hex characters kept from the HMAC digest: 128 bits, collision-free at any shop's scale.
 PSEUDONYM_HEX = 32
 _PLACEHOLDERS = frozenset(
-    {"", "changeme", "change-me", "change_me", "secret", "password", "placeholder", "default",
-     "test", "xxx", "aisle", "your-secret-key", "replace-me", "changethis"}
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "placeholder",
+        "default",
+        "test",
+        "xxx",
+        "aisle",
+        "your-secret-key",
+        "replace-me",
+        "changethis",
+    }
 )
 MIN_SECRET_LENGTH = 16
 
@@ -33,13 +47,14 @@ def _check_secret(secret: str, origin: str) -> bytes:
         )
     if len(value) < MIN_SECRET_LENGTH:
         raise SecretKeyError(
-            f"{origin} is shorter than {MIN_SECRET_LENGTH} characters; use a random 32-byte hex value"
+            f"{origin} is shorter than {MIN_SECRET_LENGTH} characters; "
+            "use a random 32-byte hex value"
         )
     return value.encode()
 
 
 def load_secret(settings: Settings) -> bytes:
-    """The pseudonymisation key: AISLE_SECRET_KEY, else a 0600 key file in home made on first run."""
+    """The pseudonymisation key: AISLE_SECRET_KEY, else a 0600 key file made in home."""
     if settings.secret_key is not None:
         return _check_secret(settings.secret_key.get_secret_value(), "AISLE_SECRET_KEY")
     path = Path(settings.home) / KEY_FILE

@@ -95,14 +95,16 @@ def _fates(frame: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit(Fate.DUPLICATE.value))
         .otherwise(pl.lit(Fate.ACCEPTED.value))
         .alias("_fate"),
-        pl.when(quarantined & (pl.col("_dup_rule") != "exact"))
+        pl.when(quarantined & pl.col("_dup_rule").ne_missing("exact"))
         .then(pl.col("_detail"))
         .alias("_detail"),
     ).with_columns(
         pl.when(pl.col("_fate") == Fate.DUPLICATE.value)
         .then(pl.col("_duplicate_of"))
         .alias("_duplicate_of"),
-        pl.when(pl.col("_fate") == Fate.DUPLICATE.value).then(pl.col("_dup_rule")).alias("_dup_rule"),
+        pl.when(pl.col("_fate") == Fate.DUPLICATE.value)
+        .then(pl.col("_dup_rule"))
+        .alias("_dup_rule"),
         pl.when(pl.col("_fate") == Fate.QUARANTINED.value)
         .then(pl.col("_reasons"))
         .otherwise(pl.lit([], dtype=pl.List(pl.String)))
@@ -145,7 +147,9 @@ def assess_events(batch: pl.DataFrame, flags: list[Flag], ctx: EventContext) -> 
     frame = frame.join(matched, on="_row", how="left").with_columns(
         pl.coalesce("ref_event_id", "_purchase").alias("ref_event_id")
     )
-    unmatched = clean & (pl.col("type") == EventType.RETURN.value) & pl.col("ref_event_id").is_null()
+    unmatched = (
+        clean & (pl.col("type") == EventType.RETURN.value) & pl.col("ref_event_id").is_null()
+    )
     frame = frame.with_columns(
         pl.when(unmatched)
         .then(pl.col("_reasons").list.concat(pl.lit([Reason.UNMATCHED_RETURN.value])))
@@ -210,15 +214,21 @@ def assess_products(batch: pl.DataFrame, flags: list[Flag], ctx: ProductContext)
         .list.drop_nulls()
     )
     frame = frame.with_columns(
-        pl.when(superseded).then(pl.col("_winner")).otherwise(pl.col("_duplicate_of")).alias(
-            "_duplicate_of"
-        ),
-        pl.when(superseded).then(pl.lit("superseded")).otherwise(pl.col("_dup_rule")).alias(
-            "_dup_rule"
-        ),
+        pl.when(superseded)
+        .then(pl.col("_winner"))
+        .otherwise(pl.col("_duplicate_of"))
+        .alias("_duplicate_of"),
+        pl.when(superseded)
+        .then(pl.lit("superseded"))
+        .otherwise(pl.col("_dup_rule"))
+        .alias("_dup_rule"),
         pl.when(clean & ~superseded)
         .then(merged_aliases)
         .otherwise(pl.col("aliases"))
         .alias("aliases"),
     ).drop("_winner", "_winner_title", "_titles", "_all_aliases")
-    return _fates(frame).with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("_hold_until")).drop("_row")
+    return (
+        _fates(frame)
+        .with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("_hold_until"))
+        .drop("_row")
+    )

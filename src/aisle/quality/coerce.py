@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from aisle.domain import Reason
+from aisle.domain import EpochUnit, Reason
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,12 @@ class Flag:
 
 
 def _parse_timestamp(
-    column: pl.Expr, dtype: pl.DataType, fmt: str | None, zone: str, epoch_unit: str
+    column: pl.Expr, dtype: pl.DataType, fmt: str | None, zone: str, epoch_unit: EpochUnit
 ) -> pl.Expr:
     if dtype.is_integer() or dtype.is_float():
-        return pl.from_epoch(column.cast(pl.Int64), time_unit=epoch_unit).dt.replace_time_zone("UTC")
+        return pl.from_epoch(column.cast(pl.Int64), time_unit=epoch_unit).dt.replace_time_zone(
+            "UTC"
+        )
     if isinstance(dtype, pl.Datetime):
         stamped = column if dtype.time_zone else column.dt.replace_time_zone(zone)
         return stamped.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
@@ -37,9 +39,10 @@ def _parse_timestamp(
         iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.f", strict=False),
         iso.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M", strict=False),
         iso.str.strptime(pl.Datetime("us"), "%Y-%m-%d", strict=False),
-        pl.from_epoch(text.cast(pl.Int64, strict=False), time_unit=epoch_unit),
     )
-    return pl.coalesce(aware, _to_utc(naive, zone))
+    # epoch numbers count from 1970-01-01 UTC: the source's zone does not apply to them
+    epoch = pl.from_epoch(text.cast(pl.Int64, strict=False), time_unit=epoch_unit)
+    return pl.coalesce(aware, _to_utc(naive, zone), _to_utc(epoch, "UTC"))
 
 
 def _to_utc(naive: pl.Expr, zone: str) -> pl.Expr:
@@ -56,7 +59,7 @@ def coerce(
     *,
     timestamp_format: str | None = None,
     timezone: str = "UTC",
-    epoch_unit: str = "s",
+    epoch_unit: EpochUnit = "s",
 ) -> tuple[pl.DataFrame, list[Flag]]:
     """The frame cast to ``schema`` (missing columns null) and a flag per field that failed.
 
@@ -80,13 +83,16 @@ def coerce(
         elif source_dtype == pl.String and dtype == pl.Boolean:
             lowered = column.str.strip_chars().str.to_lowercase()
             cast = (
-                pl.when(lowered.is_in(["1", "true", "yes", "y", "t"])).then(True)
-                .when(lowered.is_in(["0", "false", "no", "n", "f"])).then(False)
+                pl.when(lowered.is_in(["1", "true", "yes", "y", "t"]))
+                .then(True)
+                .when(lowered.is_in(["0", "false", "no", "n", "f"]))
+                .then(False)
                 .otherwise(None)
             )
             reason = Reason.BAD_TYPE
         elif source_dtype == pl.String and dtype.is_numeric():
-            cast = column.str.strip_chars().str.replace_all(",", "").cast(dtype, strict=False)
+            # no thousands separators are guessed: "1,5" may be 1.5 or 15, so it fails loudly
+            cast = column.str.strip_chars().cast(dtype, strict=False)
             reason = Reason.BAD_TYPE
         else:
             cast = column.cast(dtype, strict=False)
@@ -98,13 +104,9 @@ def coerce(
         flags.append(
             Flag(reason, present & cast.is_null(), f"field {name!r}: cannot read as {dtype}")
         )
-    masks = frame.select(
-        [pl.col("_line"), *[f.mask.alias(f"_m{i}") for i, f in enumerate(flags)]]
-    )
+    masks = frame.select([pl.col("_line"), *[f.mask.alias(f"_m{i}") for i, f in enumerate(flags)]])
     cast_frame = frame.select([pl.col("_line"), *casts])
     # masks were evaluated on the source; carry them as columns so later steps can read them
-    evaluated = [
-        Flag(f.reason, pl.col(f"_m{i}"), f.detail) for i, f in enumerate(flags)
-    ]
+    evaluated = [Flag(f.reason, pl.col(f"_m{i}"), f.detail) for i, f in enumerate(flags)]
     cast_frame = cast_frame.with_columns(masks.drop("_line"))
     return cast_frame, evaluated

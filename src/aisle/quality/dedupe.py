@@ -10,9 +10,7 @@ def exact_duplicates(ids: pl.Series, seen: pl.Series) -> pl.Series:
     repeated = ~ids.is_first_distinct()
     if seen.len():
         repeated = repeated | ids.is_in(seen.implode())
-    return pl.select(
-        pl.when(repeated).then(ids).otherwise(None).alias("_duplicate_of")
-    ).to_series()
+    return pl.select(pl.when(repeated).then(ids).otherwise(None).alias("_duplicate_of")).to_series()
 
 
 def near_duplicates(

@@ -89,8 +89,7 @@ def accept_records(store: Store, record_ids: pl.Series, kind: str, now: datetime
     if record_ids.len() == 0:
         return 0
     table, key = _PARSED[kind]
-    store.con.register("_release", pl.DataFrame({"record_id": record_ids}).to_arrow())
-    try:
+    with store.registered("_release", pl.DataFrame({"record_id": record_ids})):
         chosen = (
             f"FROM {table} WHERE {key} IN (SELECT record_id FROM _release) AND {key} IN "
             "(SELECT record_id FROM quarantine WHERE status = 'held' AND kind = ?)"
@@ -106,8 +105,6 @@ def accept_records(store: Store, record_ids: pl.Series, kind: str, now: datetime
             f"status = 'held' AND record_id IN (SELECT {key} {chosen})",
             [now, kind, kind],
         )
-    finally:
-        store.con.unregister("_release")
     return count
 
 
@@ -127,15 +124,12 @@ def release_arrived_items(store: Store, now: datetime, among: pl.Series | None =
         rows = rows.filter(pl.col("record_id").is_in(among.implode()))
     if rows.height == 0:
         return 0
-    store.con.register("_other", rows.filter(pl.col("n") > 1).select("record_id").to_arrow())
-    try:
+    with store.registered("_other", rows.filter(pl.col("n") > 1).select("record_id")):
         store.execute(
-            "UPDATE quarantine SET reasons = list_filter(reasons, r -> r != ?) "
+            "UPDATE quarantine SET reasons = list_filter(reasons, lambda r: r != ?) "
             "WHERE record_id IN (SELECT record_id FROM _other) AND status = 'held'",
             [Reason.UNKNOWN_ITEM.value],
         )
-    finally:
-        store.con.unregister("_other")
     only = rows.filter(pl.col("n") == 1)["record_id"]
     return accept_records(store, only, RecordKind.EVENTS.value, now)
 
@@ -182,8 +176,7 @@ def release(
                 chosen = rows.filter(pl.col("kind") == kind)["record_id"]
                 released += accept_records(store, chosen, kind, now)
         else:
-            chosen = rows["record_id"] if record_ids or reason else None
-            released += release_arrived_items(store, now, chosen)
+            released += release_arrived_items(store, now, rows["record_id"])
     held = _select(store, record_ids, reason).height
     return ReleaseOutcome(released=released, still_held=held)
 
@@ -195,12 +188,10 @@ def drop(
     if not record_ids and not reason:
         raise NotFoundError("name record ids or a --reason to drop")
     rows = _select(store, record_ids, reason)
-    with store.transaction():
-        store.con.register("_drop", rows.select("record_id").to_arrow())
+    with store.transaction(), store.registered("_drop", rows.select("record_id")):
         store.execute(
             "UPDATE quarantine SET status = 'dropped', resolved_at = ?, note = ? "
             "WHERE record_id IN (SELECT record_id FROM _drop) AND status = 'held'",
             [datetime.now(UTC), note or None],
         )
-        store.con.unregister("_drop")
     return rows.height

@@ -70,7 +70,8 @@ def schema_reasons(
     try:
         model.validate(frame.select(list(schema)), lazy=True)
     except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases.filter(pl.col("index").is_not_null())
+        failures: pl.DataFrame = errors.failure_cases
+        cases = failures.filter(pl.col("index").is_not_null())
     else:
         return empty
     if cases.height == 0:

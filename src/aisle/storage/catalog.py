@@ -15,14 +15,16 @@ def upsert_products(store: Store, products: pl.DataFrame) -> None:
     if products.height == 0:
         return
     frame = products.select(_COLUMNS)
-    store.con.register("_incoming", frame.to_arrow())
-    try:
+    with store.registered("_incoming", frame):
         old = store.query(
             "SELECT item_id, aliases AS _old_aliases, title AS _old_title FROM products "
             "WHERE item_id IN (SELECT item_id FROM _incoming)"
         )
-        if old.height:
-            frame = frame.join(old, on="item_id", how="left").with_columns(
+        store.execute("DELETE FROM products WHERE item_id IN (SELECT item_id FROM _incoming)")
+    if old.height:
+        frame = (
+            frame.join(old, on="item_id", how="left")
+            .with_columns(
                 pl.concat_list(
                     pl.col("aliases").fill_null([]),
                     pl.col("_old_aliases").fill_null([]),
@@ -31,9 +33,8 @@ def upsert_products(store: Store, products: pl.DataFrame) -> None:
                 .list.unique(maintain_order=True)
                 .list.set_difference(pl.concat_list(pl.col("title")))
                 .alias("aliases")
-            ).select(_COLUMNS)
-        store.execute("DELETE FROM products WHERE item_id IN (SELECT item_id FROM _incoming)")
-    finally:
-        store.con.unregister("_incoming")
+            )
+            .select(_COLUMNS)
+        )
     store.append("products", frame)
     store.append("product_versions", frame)

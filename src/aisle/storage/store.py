@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,8 @@ class Store:
         relation = self.con.sql(sql, params=params or None)
         if relation is None:
             raise StoreError(f"statement returns no rows: {sql[:60]}")
-        return relation.pl()
+        frame: pl.DataFrame = relation.pl()
+        return frame
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
         """Run a query that returns one value."""
@@ -84,16 +85,24 @@ class Store:
         """Run a statement, discarding any result."""
         self.con.execute(sql, params or []).fetchall()
 
+    @contextmanager
+    def registered(self, name: str, frame: pl.DataFrame) -> Iterator[None]:
+        """Make a frame visible to SQL as ``name`` for the duration of the block."""
+        self.con.register(name, frame.to_arrow())
+        try:
+            yield
+        finally:
+            # in an aborted transaction unregister fails too; the error that aborted it matters
+            with suppress(duckdb.Error):
+                self.con.unregister(name)
+
     def append(self, table: str, frame: pl.DataFrame) -> None:
         """Append a frame whose columns are a subset of the table's, by name."""
         if frame.height == 0:
             return
         names = ", ".join(f'"{c}"' for c in frame.columns)
-        self.con.register("_append_frame", frame.to_arrow())
-        try:
-            self.con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _append_frame")
-        finally:
-            self.con.unregister("_append_frame")
+        with self.registered("_append_frame", frame):
+            self.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _append_frame")
 
     def close(self) -> None:
         """Close the connection (checkpointing the write-ahead log)."""

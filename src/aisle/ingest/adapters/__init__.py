@@ -28,7 +28,7 @@ def adapter_names(settings: Settings) -> list[str]:
 def get_adapter(name: str, settings: Settings) -> Adapter:
     """The adapter called ``name``; configured mapping adapters win over built-ins."""
     if name in settings.adapters:
-        from aisle.ingest.adapters.mapping import MappingAdapter
+        from aisle.ingest.adapters.mapping import MappingAdapter  # noqa: PLC0415 (lazy)
 
         return MappingAdapter(name, settings.adapters[name])
     if name not in BUILTIN:

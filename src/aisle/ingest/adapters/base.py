@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 import polars as pl
 
 from aisle.config import Settings
-from aisle.domain import RecordKind
+from aisle.domain import EpochUnit, RecordKind
 from aisle.ingest.readers import ReadOptions
 
 
@@ -27,7 +27,7 @@ class Parsing:
 
     timestamp_format: str | None = None  # strptime format; None = ISO 8601 or epoch seconds
     timezone: str = "UTC"  # zone of naive timestamps
-    epoch_unit: str = "s"
+    epoch_unit: EpochUnit = "s"
 
 
 @runtime_checkable

@@ -13,7 +13,13 @@ from aisle.ingest.readers import ReadOptions
 from aisle.text import clean_series
 
 COLUMNS = (
-    "InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID",
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
     "Country",
 )
 CURRENCY = "GBP"
@@ -37,7 +43,9 @@ class UciOnlineRetail(BaseAdapter):
     user_columns: tuple[str, ...] = ("CustomerID",)
     # InvoiceDate is UK local time as recorded, without a zone.
     parsing: Parsing = field(
-        default_factory=lambda: Parsing(timestamp_format="%Y-%m-%d %H:%M:%S", timezone="Europe/London")
+        default_factory=lambda: Parsing(
+            timestamp_format="%Y-%m-%d %H:%M:%S", timezone="Europe/London"
+        )
     )
 
     def locate(self, path: Path, kind: RecordKind) -> Path:
@@ -75,8 +83,12 @@ class UciOnlineRetail(BaseAdapter):
             .then(pl.lit(EventType.RETURN.value))
             .otherwise(pl.lit(EventType.PURCHASE.value))
             .alias("type"),
-            # a return's quantity is recorded negative; the event carries how many came back
-            pl.when(cancelled).then(quantity.abs()).otherwise(quantity).alias("value"),
+            # a return's quantity is recorded negative; the event carries how many came back.
+            # Kept as text so that the pipeline's cast reports a quantity that is not a number.
+            pl.when(cancelled)
+            .then(pl.col("Quantity").str.strip_chars().str.strip_prefix("-"))
+            .otherwise(pl.col("Quantity"))
+            .alias("value"),
             pl.col("UnitPrice").alias("price"),
             pl.lit(CURRENCY).alias("currency"),
             pl.col("InvoiceDate").alias("timestamp"),
@@ -99,7 +111,9 @@ class UciOnlineRetail(BaseAdapter):
             _stock_code().alias("item_id"),
             pl.col("Description").alias("title"),
             price.alias("price"),
-            ((quantity > 0) & (price > 0) & ~pl.col("InvoiceNo").str.starts_with("C")).alias("sold"),
+            ((quantity > 0) & (price > 0) & ~pl.col("InvoiceNo").str.starts_with("C")).alias(
+                "sold"
+            ),
         ).filter(
             is_product_code(
                 pl.col("item_id"), quality.product_code_pattern, quality.non_product_codes
@@ -113,7 +127,9 @@ class UciOnlineRetail(BaseAdapter):
                 pl.col("sold").sum().alias("sold_lines"),
                 pl.len().alias("lines"),
             )
-            .sort(["item_id", "sold_lines", "lines", "title"], descending=[False, True, True, False])
+            .sort(
+                ["item_id", "sold_lines", "lines", "title"], descending=[False, True, True, False]
+            )
         )
         titles = votes.group_by("item_id", maintain_order=True).agg(
             pl.col("title").first().alias("title"),
