@@ -41,15 +41,20 @@ def uci_online_retail(cache: Path, *, transport: httpx.BaseTransport | None = No
         if not sheets:
             raise AisleError(f"{archive}: no .xlsx sheet inside the UCI download")
         workbook = bundle.read(sheets[0])
-    try:
-        frame = pl.read_excel(io.BytesIO(workbook), engine="calamine")
-    except ImportError as error:
-        raise AisleError("reading the UCI sheet needs `pip install 'aisle[xlsx]'`") from error
-    frame = frame.with_columns(
-        pl.col("InvoiceDate").dt.strftime("%Y-%m-%d %H:%M:%S"),
-        pl.col("CustomerID").cast(pl.Int64, strict=False).cast(pl.String),
-    )
+    sheet = pl.read_excel(io.BytesIO(workbook), engine="calamine")
+    frame = sheet.select(_as_text(sheet, name) for name in sheet.columns)
     with io.BytesIO() as buffer:
         frame.write_csv(buffer)
+        converted.parent.mkdir(parents=True, exist_ok=True)
         converted.write_bytes(gzip.compress(buffer.getvalue()))
     return converted
+
+
+def _as_text(sheet: pl.DataFrame, name: str) -> pl.Expr:
+    """One sheet column in the text form of the shared CSV copy."""
+    column, dtype = pl.col(name), sheet.schema[name]
+    if isinstance(dtype, pl.Datetime):
+        return column.dt.strftime("%Y-%m-%d %H:%M:%S")
+    if name == "CustomerID" and dtype.is_float():  # 17850.0 in the sheet, 17850 in the CSV
+        return column.cast(pl.Int64).cast(pl.String)
+    return column.cast(pl.String)
