@@ -119,18 +119,41 @@ def build_replay(source: Path, target: Path, copies: int = REPLAYS) -> int:
 # --- the children: one import each -----------------------------------------------------------
 
 
+#: aisle's progress messages, by first word, and the stage each one opens.
+AISLE_STAGES = {
+    "reading": "read + pseudonymise",
+    "building": "catalog",
+    "checking": "events: check, write, profile, commit, close",
+}
+
+
+def _stages(started: float, marks: list[tuple[str, float]], finished: float) -> dict[str, float]:
+    """Seconds per stage, from the times aisle reported progress at."""
+    names = ["open store"] + [AISLE_STAGES.get(m.split()[0], m.split()[0]) for m, _ in marks]
+    times = [started, *(t for _, t in marks), finished]
+    return {name: times[i + 1] - times[i] for i, name in enumerate(names)}
+
+
 def aisle_child(source: Path, home: Path) -> dict[str, Any]:
     """One aisle import, end to end, into a fresh store; its figures."""
     from aisle.config import Settings
     from aisle.pipeline import ingest
 
     settings = Settings(home=home)  # the secret comes from AISLE_SECRET_KEY
+    marks: list[tuple[str, float]] = []
     started = time.perf_counter()
-    result = ingest("events", source, ADAPTER, settings)
+    result = ingest(
+        "events",
+        source,
+        ADAPTER,
+        settings,
+        progress=lambda stage: marks.append((stage, time.perf_counter())),
+    )
     seconds = time.perf_counter() - started
     products = result.derived[0] if result.derived else None
     return {
         "seconds": seconds,
+        "stages": _stages(started, marks, started + seconds),
         "input": result.input,
         "accepted": result.accepted,
         "quarantined": result.quarantined,
@@ -654,6 +677,10 @@ def summarise(engine: str, label: str, runs: list[dict[str, Any]]) -> dict[str, 
         products=first["products"],
         seconds=seconds,
         median_cpu_seconds=statistics.median(r["child_cpu_seconds"] for r in ok),
+        stages={
+            name: statistics.median(r["stages"].get(name, 0.0) for r in ok)
+            for name in ok[0].get("stages", {})
+        },
         other_load=max((r["other_load"] or 0.0) for r in ok),
     )
     return summary
@@ -692,6 +719,12 @@ def evaluate(results: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[d
         linear = aisle_10x["rows_per_second"] / aisle["rows_per_second"]
         ratios["rate_10x_over_1x"] = linear
         ratios["rss_10x_over_1x"] = aisle_10x["peak_rss_mib"] / aisle["peak_rss_mib"]
+        # seconds = fixed + rows / marginal rate, through the two medians
+        per_row = (aisle_10x["median_seconds"] - aisle["median_seconds"]) / (
+            aisle_10x["rows"] - aisle["rows"]
+        )
+        ratios["fixed_seconds"] = aisle["median_seconds"] - per_row * aisle["rows"]
+        ratios["marginal_rows_per_second"] = 1 / per_row if per_row > 0 else None
         checks.append(
             _check(
                 f"aisle 10x rate within {LINEAR_TOLERANCE:.0%} of 1x",
@@ -760,6 +793,10 @@ def render_report(report: dict[str, Any]) -> str:
         "and imports included;\n cpu s: the child's user + system CPU; other: the largest share "
         "of the machine's CPU that other processes took during a run)"
     )
+    for label, summary in report["results"].items():
+        if summary.get("stages"):
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in summary["stages"].items())
+            lines.append(f"{label} stages (median s): {parts}")
     busiest = max((r.get("other_load", 0.0) for r in report["results"].values()), default=0.0)
     if busiest > OTHER_LOAD_WARNING:
         lines.append(
@@ -794,6 +831,11 @@ def render_report(report: dict[str, Any]) -> str:
             f"rate 10x / rate 1x (aisle): {ratios['rate_10x_over_1x']:.2f}   "
             f"peak RSS 10x / 1x: {ratios['rss_10x_over_1x']:.2f}"
         )
+        if ratios.get("marginal_rows_per_second"):
+            lines.append(
+                f"aisle cost fitted through 1x and 10x: {ratios['fixed_seconds']:.2f} s fixed "
+                f"per import + rows at {ratios['marginal_rows_per_second']:,.0f} rows/s"
+            )
     lines.append("")
     for check in report["checks"]:
         verdict = "PASS" if check["pass"] else "FAIL"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,21 @@ def cpu_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def busy(info: dict[str, Any], threshold: float = 0.5) -> bool:
-    """True when the 1-minute load at ``describe()`` time was above ``threshold`` per core."""
-    load, cores = info.get("load_average"), info.get("cores_usable") or 1
-    return bool(load) and load[0] > threshold * cores
+def cpu_busy_share(seconds: float = 0.5) -> float | None:
+    """Share of all cores' time spent busy over the next ``seconds`` (the load right now;
+    the load average lags by a minute)."""
+    before = cpu_busy_seconds()
+    time.sleep(seconds)
+    after = cpu_busy_seconds()
+    if before is None or after is None:
+        return None
+    return (after - before) / (seconds * (os.cpu_count() or 1))
+
+
+def busy(info: dict[str, Any], threshold: float = 0.10) -> bool:
+    """True when other work held more than ``threshold`` of the CPU at ``describe()`` time."""
+    share = info.get("busy_share")
+    return share is not None and share > threshold
 
 
 def describe() -> dict[str, Any]:
@@ -116,6 +128,7 @@ def describe() -> dict[str, Any]:
         "libraries": library_versions(),
         "threads_env": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
         "load_average": load_average(),
+        "busy_share": cpu_busy_share(),
     }
 
 
@@ -133,6 +146,8 @@ def render(info: dict[str, Any]) -> str:
     threads = ", ".join(f"{k}={v}" for k, v in info["threads_env"].items()) or "none set"
     load = info.get("load_average")
     load_text = " / ".join(f"{x:.2f}" for x in load) + " (1/5/15 min)" if load else "unknown"
+    if info.get("busy_share") is not None:
+        load_text += f", CPU busy now {info['busy_share']:.0%}"
     if busy(info):
         load_text += "  WARNING: the machine is busy; timings are skewed"
     return "\n".join(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aisle.config import Settings, load_settings
+from aisle.ingest.adapters.uci_online_retail import COLUMNS as UCI_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AISLE_DATA", REPO.parent / "shared" / "data"))
@@ -59,16 +60,7 @@ def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -
     return path
 
 
-UCI_HEADER = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-]
+UCI_HEADER = list(UCI_COLUMNS)
 
 
 @pytest.fixture

@@ -21,17 +21,14 @@ from aisle.ingest.identity import content_ids
 from aisle.ingest.readers import RawBatch, read_source
 from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
 from aisle.quality.assess import EventContext, ProductContext, assess_events, assess_products
-from aisle.quality.coerce import coerce
+from aisle.quality.coerce import to_records
 from aisle.quality.drift import detect_drift
 from aisle.quality.profile import profile_frame, save_profile
-from aisle.quality.quarantine import release_arrived_items
+from aisle.releases import release_arrived
 from aisle.storage import Store
 from aisle.storage.catalog import upsert_products
-from aisle.text import clean_text_columns
 
 Progress = Callable[[str], None]
-_EVENT_TEXT = ("query", "session_id", "item_id", "currency", "type")
-_PRODUCT_TEXT = ("item_id", "title", "description", "brand", "currency")
 _PRODUCT_CONTENT = [
     "item_id",
     "title",
@@ -237,8 +234,8 @@ class Importer:
             rows = raw.frame.join(held.select("_line"), on="_line", how="semi")
             sources = rows.select("_line", _payloads(raw.frame).alias("payload"))
             held = held.join(sources, on="_line", how="left")
-        else:
-            held = held.with_columns(pl.lit(None, dtype=pl.String).alias("payload"))
+        else:  # records derived from other rows: their canonical form is their source
+            held = held.with_columns(pl.struct(list(schema)).struct.json_encode().alias("payload"))
         quarantine = held.select(
             pl.col(id_column).alias("record_id"),
             pl.lit(kind).alias("kind"),
@@ -275,12 +272,6 @@ class Importer:
             pl.col("_dup_rule").alias("rule"),
         )
         self.store.append("quarantine", quarantine)
-        self.store.append(
-            f"quarantined_{kind}",
-            held.select(list(dict.fromkeys([*schema, id_column]))).with_columns(
-                pl.lit(result.import_id).alias("import_id")
-            ),
-        )
         self.store.append("duplicates", duplicates)
         accepted = assessed.filter(fate == Fate.ACCEPTED.value).with_columns(
             pl.lit(result.import_id).alias("import_id")
@@ -315,15 +306,13 @@ class Importer:
             content_ids(id_frame, id_columns, adapter.name).alias("event_id")
         )
         parsing = adapter.parsing
-        typed, flags = coerce(
+        typed, flags = to_records(
             canonical,
-            EVENT_SCHEMA,
+            RecordKind.EVENTS,
             timestamp_format=parsing.timestamp_format,
             timezone=parsing.timezone,
             epoch_unit=parsing.epoch_unit,
         )
-        extra = [c for c in ("_pre_reason", "_bad_encoding") if c in canonical.columns]
-        typed = clean_text_columns(typed.with_columns(canonical.select(extra)), _EVENT_TEXT)
         quality = self.settings.quality
         has_catalog = bool(self.store.scalar("SELECT count(*) > 0 FROM products"))
         if not adapter.checks_catalog:
@@ -376,9 +365,7 @@ class Importer:
             and (canonical.height == raw.frame.height)
         ):
             canonical = canonical.with_columns(raw.frame["_bad_encoding"])
-        typed, flags = coerce(canonical, PRODUCT_SCHEMA)
-        extra = [c for c in ("_pre_reason", "_bad_encoding") if c in canonical.columns]
-        typed = clean_text_columns(typed.with_columns(canonical.select(extra)), _PRODUCT_TEXT)
+        typed, flags = to_records(canonical, RecordKind.PRODUCTS)
         typed = typed.with_columns(
             pl.col("aliases").fill_null(pl.lit([], dtype=pl.List(pl.String))),
             pl.col("source").fill_null(adapter.name),
@@ -403,7 +390,7 @@ class Importer:
             malformed=self._malformed(raw, adapter.name),
         )
         upsert_products(self.store, accepted)
-        result.released = release_arrived_items(self.store, datetime.now(UTC))
+        result.released = release_arrived(self.store, self.settings, datetime.now(UTC))
         self._profile(result, accepted.select(list(PRODUCT_SCHEMA)))
         return result
 

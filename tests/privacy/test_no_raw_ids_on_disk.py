@@ -16,20 +16,10 @@ from hypothesis import strategies as st
 from aisle.config import load_settings
 from aisle.pipeline import ImportResult, ingest
 from aisle.storage import Store
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, UCI_HEADER
 
 CANARY = "CANARY"
 EVENT_HEADER = ["user_id", "item_id", "type", "value", "price", "currency", "timestamp", "query"]
-UCI_HEADER = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-]
 
 customer = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=6, max_size=10).map(
     lambda s: CANARY + s

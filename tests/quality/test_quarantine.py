@@ -14,6 +14,7 @@ from aisle.errors import NotFoundError
 from aisle.pipeline import ImportResult, ingest
 from aisle.privacy.pseudonymise import Pseudonymiser
 from aisle.quality import quarantine as q
+from aisle.releases import release
 from aisle.storage import Store
 from tests.conftest import TEST_SECRET, write_csv
 
@@ -170,7 +171,7 @@ def test_release_by_reason_after_the_product_arrives(shop: Shop) -> None:
     shop.product_arrives_outside_an_import("Z")
     before = shop.count("SELECT count(*) FROM events")
     with shop.store() as store:
-        outcome = q.release(store, reason="unknown_item")
+        outcome = release(store, shop.settings, reason="unknown_item")
         line7 = store.query("SELECT reasons FROM quarantine WHERE record_id = ?", [shop.ids[7]])
     # the view of Z is free; Y has not arrived; the purchase of Z still has a zero price
     assert outcome.to_json() == {"released": 1, "still_held": 1}
@@ -186,7 +187,7 @@ def test_release_of_named_records_frees_only_those(shop: Shop) -> None:
     shop.product_arrives_outside_an_import("Z")
     shop.product_arrives_outside_an_import("Y")
     with shop.store() as store:
-        outcome = q.release(store, record_ids=[shop.ids[4]])
+        outcome = release(store, shop.settings, record_ids=[shop.ids[4]])
     assert outcome.released == 1
     assert (shop.status(4), shop.status(5)) == ("released", "held")
     assert_store_reconciles(shop)
@@ -201,7 +202,7 @@ def test_a_products_import_releases_arrived_items(shop: Shop) -> None:
 
 def test_release_force_accepts_a_zero_price_purchase(shop: Shop) -> None:
     with shop.store() as store:
-        outcome = q.release(store, record_ids=[shop.ids[3]], force=True)
+        outcome = release(store, shop.settings, record_ids=[shop.ids[3]], force=True)
         stored = store.query(
             "SELECT item_id, type, price, import_id FROM events WHERE event_id = ?",
             [shop.ids[3]],
@@ -215,9 +216,9 @@ def test_release_force_accepts_a_zero_price_purchase(shop: Shop) -> None:
 def test_release_needs_ids_or_a_reason(shop: Shop) -> None:
     with shop.store() as store:
         with pytest.raises(NotFoundError):
-            q.release(store)
+            release(store, shop.settings)
         with pytest.raises(NotFoundError):
-            q.release(store, record_ids=["no-such-id"], force=True)
+            release(store, shop.settings, record_ids=["no-such-id"], force=True)
 
 
 # -- drop -------------------------------------------------------------------------------------
@@ -241,24 +242,44 @@ def test_drop_is_for_good(shop: Shop) -> None:
     with shop.store() as store:
         assert q.list_quarantine(store, status="dropped")["line"].to_list() == [5]
         with pytest.raises(NotFoundError):
-            q.release(store, record_ids=[shop.ids[5]], force=True)
+            release(store, shop.settings, record_ids=[shop.ids[5]], force=True)
     assert_store_reconciles(shop)
 
 
 def test_counts_reconcile_after_every_operation(shop: Shop) -> None:
     assert_store_reconciles(shop)
     with shop.store() as store:
-        q.release(store, record_ids=[shop.ids[3]], force=True)
+        release(store, shop.settings, record_ids=[shop.ids[3]], force=True)
     assert_store_reconciles(shop)
     with shop.store() as store:
         assert q.drop(store, reason="bad_event_type") == 1
     assert_store_reconciles(shop)
     shop.product_arrives_outside_an_import("Z")
     with shop.store() as store:
-        q.release(store, reason="unknown_item")
+        release(store, shop.settings, reason="unknown_item")
     assert_store_reconciles(shop)
     with shop.store() as store:
         statuses = dict(
             store.query("SELECT status, count(*) FROM quarantine GROUP BY status").iter_rows()
         )
     assert statuses == {"released": 2, "dropped": 1, "held": 2}
+
+
+def test_force_release_rebuilds_the_record_through_its_adapter(
+    settings: Settings, uci_file: Path
+) -> None:
+    """A released UCI line is what the import would have made of it: parsed by the adapter
+    again from its (pseudonymised) payload, London time converted to UTC."""
+    ingest("events", uci_file, "uci-online-retail", settings)
+    with Store(settings.home) as store:
+        record_id = store.scalar("SELECT record_id FROM quarantine WHERE line = 8")
+        outcome = release(store, settings, record_ids=[record_id], force=True)
+        row = store.query("SELECT * FROM events WHERE event_id = ?", [record_id]).row(0, named=True)
+        status = store.scalar("SELECT status FROM quarantine WHERE record_id = ?", [record_id])
+    assert outcome.to_json() == {"released": 1, "still_held": 0}
+    assert status == "released"
+    assert (row["type"], row["value"], row["price"], row["session_id"]) == (
+        "purchase", 6.0, 0.0, "536369"
+    )
+    assert row["timestamp"].isoformat() == "2010-12-03T10:00:00+00:00"
+    assert row["user_id"] == Pseudonymiser(TEST_SECRET.encode()).one("17852")

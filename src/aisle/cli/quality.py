@@ -11,6 +11,7 @@ from rich.table import Table
 from aisle.cli.context import console, emit_json, guarded, settings
 from aisle.quality import quarantine as q
 from aisle.quality.report import build_report, report_json, summary_table, write_html
+from aisle.releases import release as release_held
 from aisle.storage import Store
 
 app = typer.Typer(help="Data-quality report and the quarantine.")
@@ -105,8 +106,9 @@ def release(
     as_json: JsonOption = False,
 ) -> None:
     """Release held records whose problem is fixed (or, with --force, as they are)."""
-    with Store(settings().home) as store:
-        outcome = q.release(store, record_ids=record_ids, reason=reason, force=force)
+    config = settings()
+    with Store(config.home) as store:
+        outcome = release_held(store, config, record_ids=record_ids, reason=reason, force=force)
     if as_json:
         emit_json(outcome.to_json())
         return

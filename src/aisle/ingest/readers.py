@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -14,6 +13,7 @@ import polars as pl
 
 from aisle.errors import ConfigError, InputError
 from aisle.ingest.delimited import read_delimited, sniff_delimiter
+from aisle.ingest.inflate import InflateError, decompressobj
 from aisle.ingest.rawframe import (
     BAD_ENCODING,
     LINE,
@@ -154,13 +154,13 @@ def _gunzip(stored: bytes, source: str) -> bytes:
     view = memoryview(stored)
     pos = 0
     while True:
-        stream = zlib.decompressobj(wbits=31)
+        stream = decompressobj(wbits=31)
         try:
             while pos < len(stored) and not stream.eof:
                 chunk = view[pos : pos + _GUNZIP_CHUNK]
                 pos += len(chunk)
                 out.append(stream.decompress(chunk))
-        except zlib.error:
+        except InflateError:
             _raise_broken_gzip(out, source, "the gzip data is corrupt")
         if not stream.eof:
             _raise_broken_gzip(out, source, "the gzip stream ends early")

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from aisle.domain import EpochUnit, Reason
+from aisle.domain import EVENT_SCHEMA, PRODUCT_SCHEMA, EpochUnit, Reason, RecordKind
+from aisle.text import clean_text_columns
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,34 @@ def coerce(
     evaluated = [Flag(f.reason, pl.col(f"_m{i}"), f.detail) for i, f in enumerate(flags)]
     cast_frame = cast_frame.with_columns(masks.drop("_line"))
     return cast_frame, evaluated
+
+
+#: Text fields normalised (NFKC, whitespace) on every record of each kind.
+_TEXT = {
+    RecordKind.EVENTS: ("query", "session_id", "item_id", "currency", "type"),
+    RecordKind.PRODUCTS: ("item_id", "title", "description", "brand", "currency"),
+}
+_SCHEMAS = {RecordKind.EVENTS: EVENT_SCHEMA, RecordKind.PRODUCTS: PRODUCT_SCHEMA}
+#: Columns an adapter or reader adds that later rules read.
+_CARRIED = ("_pre_reason", "_bad_encoding")
+
+
+def to_records(
+    canonical: pl.DataFrame,
+    kind: RecordKind,
+    *,
+    timestamp_format: str | None = None,
+    timezone: str = "UTC",
+    epoch_unit: EpochUnit = "s",
+) -> tuple[pl.DataFrame, list[Flag]]:
+    """An adapter's output as typed, normalised records of ``kind``, and the cast failures."""
+    typed, flags = coerce(
+        canonical,
+        _SCHEMAS[kind],
+        timestamp_format=timestamp_format,
+        timezone=timezone,
+        epoch_unit=epoch_unit,
+    )
+    carried = [c for c in _CARRIED if c in canonical.columns]
+    typed = clean_text_columns(typed.with_columns(canonical.select(carried)), _TEXT[kind])
+    return typed, flags

@@ -60,21 +60,8 @@ MIGRATIONS: Final[list[str]] = [
         import_id INTEGER NOT NULL
     );
 
-    CREATE TABLE product_versions (
-        record_id VARCHAR NOT NULL,
-        item_id VARCHAR NOT NULL,
-        title VARCHAR,
-        description VARCHAR,
-        category_path VARCHAR[],
-        brand VARCHAR,
-        price DOUBLE,
-        currency VARCHAR,
-        attributes JSON,
-        aliases VARCHAR[],
-        source VARCHAR,
-        updated_at TIMESTAMPTZ,
-        import_id INTEGER NOT NULL
-    );
+    -- every accepted record of every product, the current one included
+    CREATE TABLE product_versions AS SELECT * FROM products WITH NO DATA;
 
     CREATE TABLE quarantine (
         record_id VARCHAR NOT NULL,
@@ -91,10 +78,6 @@ MIGRATIONS: Final[list[str]] = [
         resolved_at TIMESTAMPTZ,
         note VARCHAR
     );
-
-    -- the parsed form of quarantined records, typed, so a release is one INSERT ... SELECT
-    CREATE TABLE quarantined_events AS SELECT * FROM events WITH NO DATA;
-    CREATE TABLE quarantined_products AS SELECT * FROM products WITH NO DATA;
 
     CREATE TABLE duplicates (
         record_id VARCHAR NOT NULL,
