@@ -101,6 +101,19 @@ class Importer:
         self.store = store
         self.pseudonymiser = Pseudonymiser(load_secret(settings))
         self.progress = progress or (lambda _stage: None)
+        self._staged: dict[str, list[pl.DataFrame]] = {}
+
+    def _stage(self, table: str, frame: pl.DataFrame) -> None:
+        """Hold ledger rows until the import's end: one large insert per table lets DuckDB
+        write them straight to the database file, where a small insert followed by a large
+        one in the same transaction would send it all through the checkpoint."""
+        if frame.height:
+            self._staged.setdefault(table, []).append(frame)
+
+    def _write_staged(self) -> None:
+        staged, self._staged = self._staged, {}
+        for table, frames in staged.items():
+            self.store.append(table, pl.concat(frames, how="diagonal_relaxed"))
 
     # -- the ledger --------------------------------------------------------------------------
     def _mark_interrupted(self) -> None:
@@ -186,10 +199,12 @@ class Importer:
                     canonical = adapter.products(raw.frame, ctx)
                     result = self._products(import_id, str(source), adapter, canonical, raw)
                 result.derived = derived
+                self._write_staged()
                 result.seconds = time.perf_counter() - started
                 for part in [*derived, result]:
                     self._close_import(part)
         except BaseException as error:
+            self._staged = {}
             self._fail_import(import_id, error)
             raise
         return result
@@ -271,8 +286,8 @@ class Importer:
             pl.col("_duplicate_of").alias("duplicate_of"),
             pl.col("_dup_rule").alias("rule"),
         )
-        self.store.append("quarantine", quarantine)
-        self.store.append("duplicates", duplicates)
+        self._stage("quarantine", quarantine)
+        self._stage("duplicates", duplicates)
         accepted = assessed.filter(fate == Fate.ACCEPTED.value).with_columns(
             pl.lit(result.import_id).alias("import_id")
         )

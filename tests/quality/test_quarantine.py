@@ -279,7 +279,10 @@ def test_force_release_rebuilds_the_record_through_its_adapter(
     assert outcome.to_json() == {"released": 1, "still_held": 0}
     assert status == "released"
     assert (row["type"], row["value"], row["price"], row["session_id"]) == (
-        "purchase", 6.0, 0.0, "536369"
+        "purchase",
+        6.0,
+        0.0,
+        "536369",
     )
     assert row["timestamp"].isoformat() == "2010-12-03T10:00:00+00:00"
     assert row["user_id"] == Pseudonymiser(TEST_SECRET.encode()).one("17852")

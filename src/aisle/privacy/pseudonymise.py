@@ -84,10 +84,11 @@ class Pseudonymiser:
 
     def series(self, values: pl.Series) -> pl.Series:
         """Pseudonymise a column; hashes each distinct value once, keeps nulls and blanks null."""
-        text = values.cast(pl.String).str.strip_chars()
-        text = pl.Series(values.name, text).replace("", None)
-        uniques = text.drop_nulls().unique()
-        mapping = {raw: self.one(raw) for raw in uniques.to_list()}
+        text = values.cast(pl.String)
+        distinct = text.drop_nulls().unique()
+        mapping = {
+            raw: (self.one(key) if (key := raw.strip()) else None) for raw in distinct.to_list()
+        }
         return text.replace_strict(mapping, default=None, return_dtype=pl.String)
 
     def frame(self, frame: pl.DataFrame, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:

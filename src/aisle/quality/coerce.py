@@ -67,21 +67,19 @@ def coerce(
     A value fails when it was present in the source but is null after the cast, so a field
     that was simply empty counts as missing (a later rule), not as a type error.
     """
-    casts: list[pl.Expr] = []
-    flags: list[Flag] = []
+    staged: dict[str, pl.Expr | pl.Series] = {}
+    reasons: dict[str, Reason] = {}
     for name, dtype in schema.items():
-        if name not in frame.columns:
-            casts.append(pl.lit(None, dtype=dtype).alias(name))
+        if name not in frame.columns or frame.schema[name] == dtype:
             continue
         source_dtype = frame.schema[name]
         column = pl.col(name)
-        if source_dtype == dtype:
-            casts.append(column)
-            continue
         if isinstance(dtype, pl.Datetime):
             cast = _parse_timestamp(column, source_dtype, timestamp_format, timezone, epoch_unit)
-            reason = Reason.BAD_TIMESTAMP
-        elif source_dtype == pl.String and dtype == pl.Boolean:
+            staged[name] = _once_per_value(frame[name], cast) if source_dtype == pl.String else cast
+            reasons[name] = Reason.BAD_TIMESTAMP
+            continue
+        if source_dtype == pl.String and dtype == pl.Boolean:
             lowered = column.str.strip_chars().str.to_lowercase()
             cast = (
                 pl.when(lowered.is_in(["1", "true", "yes", "y", "t"]))
@@ -90,27 +88,47 @@ def coerce(
                 .then(False)
                 .otherwise(None)
             )
-            reason = Reason.BAD_TYPE
         elif source_dtype == pl.String and dtype.is_numeric():
             # no thousands separators are guessed: "1,5" may be 1.5 or 15, so it fails loudly
             cast = column.str.strip_chars().cast(dtype, strict=False)
-            reason = Reason.BAD_TYPE
         else:
             cast = column.cast(dtype, strict=False)
-            reason = Reason.BAD_TYPE
-        casts.append(cast.alias(name))
+        staged[name] = cast
+        reasons[name] = Reason.BAD_TYPE
+    # cast once into side columns, then judge each against its source
+    cast_frame = frame.with_columns(
+        (v.alias(f"_cast_{k}") if isinstance(v, pl.Expr) else v.rename(f"_cast_{k}"))
+        for k, v in staged.items()
+    )
+    flags: list[Flag] = []
+    masks: list[pl.Expr] = []
+    for index, (name, reason) in enumerate(reasons.items()):
+        column = pl.col(name)
         present = column.is_not_null()
-        if source_dtype == pl.String:
+        if frame.schema[name] == pl.String:
             present = present & (column.str.strip_chars() != "")
-        flags.append(
-            Flag(reason, present & cast.is_null(), f"field {name!r}: cannot read as {dtype}")
-        )
-    masks = frame.select([pl.col("_line"), *[f.mask.alias(f"_m{i}") for i, f in enumerate(flags)]])
-    cast_frame = frame.select([pl.col("_line"), *casts])
-    # masks were evaluated on the source; carry them as columns so later steps can read them
-    evaluated = [Flag(f.reason, pl.col(f"_m{i}"), f.detail) for i, f in enumerate(flags)]
-    cast_frame = cast_frame.with_columns(masks.drop("_line"))
-    return cast_frame, evaluated
+        masks.append((present & pl.col(f"_cast_{name}").is_null()).alias(f"_m{index}"))
+        detail = f"field {name!r}: cannot read as {schema[name]}"
+        flags.append(Flag(reason, pl.col(f"_m{index}"), detail))
+    columns = [
+        pl.col(f"_cast_{name}").alias(name)
+        if name in staged
+        else pl.col(name)
+        if name in frame.columns
+        else pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in schema.items()
+    ]
+    return cast_frame.select(pl.col("_line"), *columns, *masks), flags
+
+
+def _once_per_value(values: pl.Series, parse: pl.Expr) -> pl.Series | pl.Expr:
+    """``parse`` applied once per distinct value when values repeat (timestamps of one
+    invoice, one minute): parsing with time zones costs far more than a lookup."""
+    distinct = values.unique()
+    if values.len() == 0 or distinct.len() * 4 > values.len():
+        return parse
+    parsed = distinct.to_frame().select(parse.alias("_parsed")).to_series()
+    return values.replace_strict(distinct, parsed, return_dtype=parsed.dtype)
 
 
 #: Text fields normalised (NFKC, whitespace) on every record of each kind.

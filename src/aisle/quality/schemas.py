@@ -104,3 +104,13 @@ def required_for_events() -> tuple[str, ...]:
 def required_for_products() -> tuple[str, ...]:
     """Product fields pandera holds non-null."""
     return PRODUCT_REQUIRED
+
+
+def _register_backends() -> None:
+    """pandera registers its Polars backends (and imports its strategies, where hypothesis is
+    installed) on the first validation; pay that once at import, not inside an import batch."""
+    schema = pa.DataFrameSchema({"x": pa.Column(pl.Int64, checks=pa.Check.ge(0))})
+    schema.validate(pl.DataFrame({"x": [0]}))
+
+
+_register_backends()
