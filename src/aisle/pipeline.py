@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -317,17 +318,18 @@ class Importer:
         id_columns = (
             ["event_id"] if given else [c for c in raw.frame.columns if not c.startswith("_")]
         )
-        canonical = canonical.with_columns(
-            content_ids(id_frame, id_columns, adapter.name).alias("event_id")
-        )
-        parsing = adapter.parsing
-        typed, flags = to_records(
-            canonical,
-            RecordKind.EVENTS,
-            timestamp_format=parsing.timestamp_format,
-            timezone=parsing.timezone,
-            epoch_unit=parsing.epoch_unit,
-        )
+        # DuckDB hashes the ids on the other core while Polars casts the records
+        with ThreadPoolExecutor(max_workers=1) as hasher:
+            ids = hasher.submit(content_ids, id_frame, id_columns, adapter.name)
+            parsing = adapter.parsing
+            typed, flags = to_records(
+                canonical,
+                RecordKind.EVENTS,
+                timestamp_format=parsing.timestamp_format,
+                timezone=parsing.timezone,
+                epoch_unit=parsing.epoch_unit,
+            )
+            typed = typed.with_columns(ids.result().alias("event_id"))
         quality = self.settings.quality
         has_catalog = bool(self.store.scalar("SELECT count(*) > 0 FROM products"))
         if not adapter.checks_catalog:
