@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from aisle.config import Settings
 from aisle.domain import EVENT_SCHEMA, PRODUCT_SCHEMA, Fate, Reason, RecordKind
-from aisle.errors import AisleError, ReconciliationError
+from aisle.errors import AisleError
 from aisle.ingest.adapters import AdaptContext, Adapter, get_adapter
 from aisle.ingest.fetch import fetch_url, is_url
 from aisle.ingest.identity import content_ids
@@ -28,6 +25,15 @@ from aisle.quality.profile import profile_frame, save_profile
 from aisle.releases import release_arrived
 from aisle.storage import Store
 from aisle.storage.catalog import upsert_products
+from aisle.storage.ledger import (
+    ImportResult,
+    close_import,
+    fail_import,
+    mark_interrupted,
+    open_import,
+)
+
+__all__ = ["ImportResult", "Importer", "ingest"]
 
 Progress = Callable[[str], None]
 _PRODUCT_CONTENT = [
@@ -40,53 +46,6 @@ _PRODUCT_CONTENT = [
     "currency",
     "attributes",
 ]
-
-
-@dataclass
-class ImportResult:
-    """What one import did; ``input == accepted + quarantined + duplicates`` always."""
-
-    import_id: int
-    kind: str
-    source: str
-    adapter: str
-    input: int = 0
-    accepted: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    duplicate_rules: dict[str, int] = field(default_factory=dict)
-    released: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    drift: list[dict[str, Any]] = field(default_factory=list)
-    derived: list[ImportResult] = field(default_factory=list)
-
-    @property
-    def rows_per_second(self) -> float:
-        """Throughput of this import."""
-        return self.input / self.seconds if self.seconds else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """One JSON object for scripts and monitors."""
-        return {
-            "import_id": self.import_id,
-            "kind": self.kind,
-            "source": self.source,
-            "adapter": self.adapter,
-            "input": self.input,
-            "accepted": self.accepted,
-            "quarantined": self.quarantined,
-            "quarantined_by_reason": dict(sorted(self.reasons.items())),
-            "duplicates": self.duplicates,
-            "duplicates_by_rule": dict(sorted(self.duplicate_rules.items())),
-            "released_from_quarantine": self.released,
-            "seconds": round(self.seconds, 3),
-            "rows_per_second": round(self.rows_per_second, 1),
-            "notes": self.notes,
-            "drift": self.drift,
-            "derived": [d.to_json() for d in self.derived],
-        }
 
 
 def _payloads(frame: pl.DataFrame) -> pl.Expr:
@@ -116,52 +75,6 @@ class Importer:
         for table, frames in staged.items():
             self.store.append(table, pl.concat(frames, how="diagonal_relaxed"))
 
-    # -- the ledger --------------------------------------------------------------------------
-    def _mark_interrupted(self) -> None:
-        # one writer holds the store, so an import still marked running was interrupted
-        self.store.execute(
-            "UPDATE imports SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
-            [datetime.now(UTC)],
-        )
-
-    def _open_import(self, kind: str, source: str, adapter: str, sha256: str | None) -> int:
-        import_id = int(self.store.scalar("SELECT nextval('import_ids')"))
-        self.store.execute(
-            "INSERT INTO imports (import_id, kind, source, adapter, sha256, status, started_at) "
-            "VALUES (?, ?, ?, ?, ?, 'running', ?)",
-            [import_id, kind, source, adapter, sha256, datetime.now(UTC)],
-        )
-        return import_id
-
-    def _close_import(self, result: ImportResult) -> None:
-        if result.input != result.accepted + result.quarantined + result.duplicates:
-            raise ReconciliationError(
-                f"import {result.import_id}: input {result.input} != accepted {result.accepted}"
-                f" + quarantined {result.quarantined} + duplicates {result.duplicates}"
-            )
-        self.store.execute(
-            "UPDATE imports SET status = 'complete', finished_at = ?, input = ?, accepted = ?, "
-            "quarantined = ?, duplicates = ?, reasons = ?, seconds = ? WHERE import_id = ?",
-            [
-                datetime.now(UTC),
-                result.input,
-                result.accepted,
-                result.quarantined,
-                result.duplicates,
-                json.dumps(result.reasons),
-                result.seconds,
-                result.import_id,
-            ],
-        )
-
-    def _fail_import(self, import_id: int, error: BaseException) -> None:
-        message = str(error) if isinstance(error, AisleError) else type(error).__name__
-        self.store.execute(
-            "UPDATE imports SET status = 'failed', finished_at = ?, error = ? "
-            "WHERE import_id = ? AND status = 'running'",
-            [datetime.now(UTC), message, import_id],
-        )
-
     # -- one import --------------------------------------------------------------------------
     def run(self, kind: RecordKind | str, source: str | Path, adapter_name: str) -> ImportResult:
         """Import one file or URL of ``kind`` through the named adapter."""
@@ -177,8 +90,8 @@ class Importer:
         raw = read_source(path, adapter.read_options(kind))
         frame = self.pseudonymiser.frame(raw.frame, adapter.user_columns)
         raw = RawBatch(frame, raw.source, raw.sha256, raw.format, raw.malformed)
-        self._mark_interrupted()
-        import_id = self._open_import(kind.value, str(source), adapter.name, raw.sha256)
+        mark_interrupted(self.store)
+        import_id = open_import(self.store, kind.value, str(source), adapter.name, raw.sha256)
         ctx = AdaptContext(self.settings, str(source))
         try:
             with self.store.transaction():
@@ -187,8 +100,12 @@ class Importer:
                     products = adapter.derived_products(raw.frame, ctx)
                     if products is not None:
                         self.progress("building the catalog")
-                        pid = self._open_import(
-                            RecordKind.PRODUCTS.value, str(source), adapter.name, raw.sha256
+                        pid = open_import(
+                            self.store,
+                            RecordKind.PRODUCTS.value,
+                            str(source),
+                            adapter.name,
+                            raw.sha256,
                         )
                         part = self._products(pid, str(source), adapter, products, None)
                         part.seconds = time.perf_counter() - started
@@ -203,10 +120,10 @@ class Importer:
                 self._write_staged()
                 result.seconds = time.perf_counter() - started
                 for part in [*derived, result]:
-                    self._close_import(part)
+                    close_import(self.store, part)
         except BaseException as error:
             self._staged = {}
-            self._fail_import(import_id, error)
+            fail_import(self.store, import_id, error)
             raise
         return result
 
