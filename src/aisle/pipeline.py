@@ -270,7 +270,14 @@ class Importer:
                 "JOIN _returners r USING (user_id, item_id) WHERE e.type = 'purchase'"
             )
         known = self.store.query("SELECT item_id FROM products")["item_id"] if has_catalog else None
-        event_ctx = EventContext(quality, datetime.now(UTC), known, seen, stored_purchases)
+        event_ctx = EventContext(
+            quality,
+            datetime.now(UTC),
+            known,
+            seen,
+            stored_purchases,
+            self._recent_events(typed, quality.near_duplicate_seconds),
+        )
         assessed = assess_events(typed, flags, event_ctx)
         accepted = self._write_outcome(
             result=result,
@@ -283,6 +290,29 @@ class Importer:
         self.store.append("events", accepted.select([*EVENT_SCHEMA, "import_id"]))
         self._profile(result, accepted.select(list(EVENT_SCHEMA)))
         return result
+
+    def _recent_events(self, typed: pl.DataFrame, windows: dict[str, float]) -> pl.DataFrame:
+        """Stored events that a burst in this batch may have begun with: same user, item and
+        type, within the type's window before the batch's first such event."""
+        keys = ["user_id", "item_id", "type"]
+        spans = (
+            typed.filter(pl.col("type").is_in(list(windows)) & pl.col("timestamp").is_not_null())
+            .group_by(keys)
+            .agg(pl.col("timestamp").min().alias("first"), pl.col("timestamp").max().alias("last"))
+            .with_columns(
+                pl.col("type")
+                .replace_strict(windows, return_dtype=pl.Float64)
+                .alias("window_seconds")
+            )
+        )
+        if spans.height == 0:
+            return pl.DataFrame()
+        with self.store.registered("_spans", spans):
+            return self.store.query(
+                "SELECT e.event_id, e.user_id, e.item_id, e.type, e.timestamp "
+                "FROM events e JOIN _spans s USING (user_id, item_id, type) "
+                "WHERE e.timestamp BETWEEN s.first - to_seconds(s.window_seconds) AND s.last"
+            )
 
     def _products(
         self,

@@ -867,3 +867,28 @@ def test_uci_sample_end_to_end(settings: Settings, uci_file: Path) -> None:
     warmer = products.filter(pl.col("item_id") == "22633").row(0, named=True)
     assert (warmer["title"], warmer["aliases"]) == ("HAND WARMER UNION JACK", [])
     assert catalog.accepted == 5
+
+
+def test_near_duplicates_span_imports(settings: Settings, tmp_path: Path) -> None:
+    """A view repeated 3 s after one stored by an earlier import is its near duplicate."""
+    header = ["user_id", "item_id", "type", "timestamp"]
+    first = write_csv(tmp_path / "a.csv", header, [("u1", "A", "view", "2024-01-01T10:00:00Z")])
+    second = write_csv(
+        tmp_path / "b.csv",
+        header,
+        [("u1", "A", "view", "2024-01-01T10:00:03Z"), ("u1", "A", "view", "2024-01-01T10:05:00Z")],
+    )
+    quality = settings.quality.model_copy(update={"check_unknown_items": False})
+    config = settings.model_copy(update={"quality": quality})
+    stored = ingest("events", first, "canonical", config)
+    later = ingest("events", second, "canonical", config)
+    assert stored.accepted == 1
+    assert (later.accepted, later.duplicates, later.duplicate_rules) == (1, 1, {"near": 1})
+    with Store(settings.home) as store:
+        first_id = store.scalar(
+            "SELECT event_id FROM events WHERE import_id = ?", [stored.import_id]
+        )
+        of = store.scalar(
+            "SELECT duplicate_of FROM duplicates WHERE import_id = ?", [later.import_id]
+        )
+    assert of == first_id

@@ -40,6 +40,7 @@ class EventContext:
     known_items: pl.Series | None  # None when the catalog is empty: the rule is skipped
     seen_ids: pl.Series  # event ids already stored or quarantined
     stored_purchases: pl.DataFrame  # event_id, user_id, item_id, timestamp
+    stored_recent: pl.DataFrame | None = None  # event_id, user_id, item_id, type, timestamp
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,9 @@ def assess_events(batch: pl.DataFrame, flags: list[Flag], ctx: EventContext) -> 
     ).drop("_purchase")
 
     near = near_duplicates(
-        frame.with_columns(clean.alias("_candidate")), quality.near_duplicate_seconds
+        frame.with_columns(clean.alias("_candidate")),
+        quality.near_duplicate_seconds,
+        earlier=ctx.stored_recent,
     )
     frame = frame.with_columns(
         pl.coalesce("_duplicate_of", near).alias("_duplicate_of"),

@@ -14,29 +14,46 @@ def exact_duplicates(ids: pl.Series, seen: pl.Series) -> pl.Series:
 
 
 def near_duplicates(
-    frame: pl.DataFrame, windows: dict[str, float], *, id_column: str = "event_id"
+    frame: pl.DataFrame,
+    windows: dict[str, float],
+    *,
+    earlier: pl.DataFrame | None = None,
+    id_column: str = "event_id",
 ) -> pl.Series:
     """For rows ``_candidate``, the id of the first event of their burst, or null.
 
     A burst is a run of events of one user on one item with one type where each follows the
     previous within that type's window. Types without a window are never near duplicates.
+    ``earlier`` holds stored events (id, user_id, item_id, type, timestamp) that a burst may
+    have started with, so a click repeated just after the last import is caught too.
     """
     if not windows:
         return pl.Series("_near_of", [None] * frame.height, dtype=pl.String)
     window = pl.col("type").replace_strict(windows, default=None, return_dtype=pl.Float64)
     keys = ["user_id", "item_id", "type"]
-    ordered = (
+    batch = (
         frame.select(id_column, *keys, "timestamp", "_candidate")
         .with_row_index("_pos")
-        .with_columns(window.alias("_window"))
-        .filter(pl.col("_candidate") & pl.col("_window").is_not_null())
-        .sort([*keys, "timestamp", "_pos"])
+        .filter(pl.col("_candidate"))
+        .drop("_candidate")
+    )
+    if earlier is not None and earlier.height:
+        stored = earlier.select(id_column, *keys, "timestamp").with_columns(
+            pl.lit(None, dtype=batch.schema["_pos"]).alias("_pos")
+        )
+        batch = pl.concat([stored, batch], how="diagonal_relaxed")
+    ordered = (
+        batch.with_columns(window.alias("_window"))
+        .filter(pl.col("_window").is_not_null())
+        .sort([*keys, "timestamp", "_pos"], nulls_last=False)
     )
     gap = (pl.col("timestamp") - pl.col("timestamp").shift(1).over(keys)).dt.total_microseconds()
     runs = ordered.with_columns(
         (gap.is_null() | (gap > pl.col("_window") * 1_000_000)).cum_sum().alias("_burst")
     ).with_columns(pl.col(id_column).first().over("_burst").alias("_first"))
-    near = runs.filter(pl.col("_first") != pl.col(id_column)).select("_pos", "_first")
+    near = runs.filter(
+        pl.col("_pos").is_not_null() & (pl.col("_first") != pl.col(id_column))
+    ).select("_pos", "_first")
     return (
         frame.with_row_index("_pos")
         .select("_pos")
