@@ -361,6 +361,8 @@ class Importer:
     def _profile(self, result: ImportResult, accepted: pl.DataFrame) -> None:
         profile = profile_frame(accepted, result.kind)
         save_profile(self.store, result.import_id, result.kind, profile)
+        if accepted.height == 0:  # nothing arrived, so nothing can have drifted
+            return
         drifts = detect_drift(self.store, result.import_id, result.kind, self.settings.quality)
         result.drift = [
             {

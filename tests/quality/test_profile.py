@@ -137,8 +137,8 @@ def test_compare_profiles_flags_the_shifted_column() -> None:
 
 def _ledger(store: Store, import_id: int, adapter: str) -> None:
     store.execute(
-        "INSERT INTO imports (import_id, kind, source, adapter, status, started_at) "
-        "VALUES (?, 'events', 'x.csv', ?, 'complete', now())",
+        "INSERT INTO imports (import_id, kind, source, adapter, status, started_at, accepted) "
+        "VALUES (?, 'events', 'x.csv', ?, 'complete', now(), 100)",
         [import_id, adapter],
     )
 
@@ -161,3 +161,14 @@ def test_save_load_and_detect_drift(tmp_path: Path) -> None:
     assert {d.column for d in drifts if d.flagged} == {"value"}
     assert rows.height == len(drifts)
     assert set(rows["baseline_import_id"]) == {1}  # same adapter preferred over the later import
+
+
+def test_another_feed_is_never_a_baseline(tmp_path: Path) -> None:
+    """Clicks from one site and purchases from another differ by design, not by drift."""
+    with Store(tmp_path) as store:
+        for import_id, adapter, shift in ((1, "bestbuy-clicks", 3.0), (2, "uci", 0.0)):
+            _ledger(store, import_id, adapter)
+            save_profile(
+                store, import_id, "events", profile_frame(_events(import_id, shift=shift), "events")
+            )
+        assert detect_drift(store, 2, "events", QualitySettings()) == []

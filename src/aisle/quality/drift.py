@@ -111,15 +111,15 @@ def compare_profiles(
 
 
 def find_baseline(store: Store, import_id: int, kind: str) -> int | None:
-    """The latest earlier complete, profiled import of the same kind, same adapter if any."""
+    """The latest earlier complete, profiled import of the same kind through the same adapter
+    that accepted something. Another feed is no baseline: its columns differ by design."""
     found = store.scalar(
         """
         SELECT i.import_id FROM imports i
-        WHERE i.kind = ? AND i.status = 'complete' AND i.import_id < ?
+        WHERE i.kind = ? AND i.status = 'complete' AND i.import_id < ? AND i.accepted > 0
+          AND i.adapter = (SELECT adapter FROM imports WHERE import_id = ?)
           AND EXISTS (SELECT 1 FROM profiles p WHERE p.import_id = i.import_id)
-        ORDER BY i.adapter IS NOT DISTINCT FROM
-                 (SELECT adapter FROM imports WHERE import_id = ?) DESC,
-                 i.import_id DESC
+        ORDER BY i.import_id DESC
         LIMIT 1
         """,
         [kind, import_id, import_id],
