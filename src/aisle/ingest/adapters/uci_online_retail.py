@@ -111,6 +111,7 @@ class UciOnlineRetail(BaseAdapter):
             _stock_code().alias("item_id"),
             pl.col("Description").alias("title"),
             price.alias("price"),
+            pl.col("InvoiceDate").alias("seen"),
             ((quantity > 0) & (price > 0) & ~pl.col("InvoiceNo").str.starts_with("C")).alias(
                 "sold"
             ),
@@ -138,6 +139,14 @@ class UciOnlineRetail(BaseAdapter):
         prices = lines.group_by("item_id").agg(
             pl.col("_line").min(),
             pl.col("price").filter(pl.col("sold")).median().alias("price"),
+            pl.col("seen").max(),  # ISO text: the greatest is the latest
+        )
+        parsing = self.parsing
+        last_seen = (
+            pl.col("seen")
+            .str.strptime(pl.Datetime("us"), parsing.timestamp_format, strict=False)
+            .dt.replace_time_zone(parsing.timezone, ambiguous="earliest", non_existent="null")
+            .dt.convert_time_zone("UTC")
         )
         return (
             prices.join(titles, on="item_id", how="left")
@@ -145,6 +154,8 @@ class UciOnlineRetail(BaseAdapter):
                 pl.lit(CURRENCY).alias("currency"),
                 pl.lit(self.name).alias("source"),
                 pl.col("aliases").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+                last_seen.alias("updated_at"),  # when the shop last sold or listed it
             )
+            .drop("seen")
             .sort("_line")
         )
