@@ -1,13 +1,13 @@
-"""Every cleaning rule on a tiny batch, then the UCI sample end to end.
+"""The rules that quarantine events, each on a tiny batch, then the UCI sample end to end.
 
-Rules that read single columns are tested on frames built here; rules that need the store (the
-catalog, earlier imports, duplicates across files) go through ``ingest()`` on tiny CSVs. Every
-import checked here must reconcile: input == accepted + quarantined + duplicates.
+Coercion, duplicates and returns have their own modules (test_coerce, test_duplicates,
+test_returns). Rules that read single columns are tested on frames built here; rules that need
+the store (the catalog, earlier imports) go through ``ingest()`` on tiny CSVs. Every import
+checked here must reconcile: input == accepted + quarantined + duplicates.
 """
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,84 +20,26 @@ from hypothesis import strategies as st
 
 from aisle.config import QualitySettings, Settings, load_settings
 from aisle.domain import EVENT_SCHEMA, Reason
-from aisle.pipeline import ImportResult, ingest
+from aisle.pipeline import ingest
 from aisle.quality import rules
-from aisle.quality.coerce import Flag, coerce
-from aisle.quality.dedupe import exact_duplicates, near_duplicates
-from aisle.quality.returns import match_returns
+from aisle.quality.coerce import Flag
 from aisle.quality.schemas import event_checks, required_for_events, schema_reasons
 from aisle.storage import Store
-from aisle.text import clean_series, clean_text
 from tests.conftest import TEST_SECRET, UCI_HEADER, write_csv
+from tests.quality.tiny_batches import (
+    EVENTS,
+    T0,
+    duplicates_by_line,
+    event,
+    import_products,
+    import_rows,
+    iso,
+    quarantine_by_line,
+    reconciles,
+    table,
+)
 
-T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
-UTC_TS = pl.Datetime("us", "UTC")
-EVENTS = ["user_id", "item_id", "type", "value", "price", "currency", "query", "timestamp"]
-_names = itertools.count()
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 text with a Z, as the canonical adapter reads it."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def event(**fields: Any) -> dict[str, Any]:
-    """One canonical event row for write_csv: a view of A by u1 at T0 unless told otherwise."""
-    row: dict[str, Any] = {"user_id": "u1", "item_id": "A", "type": "view", "timestamp": iso(T0)}
-    row.update(fields)
-    return row
-
-
-def reconciles(result: ImportResult) -> ImportResult:
-    """The import and every import it derived satisfy input == accepted + quarantined + dups."""
-    for part in [*result.derived, result]:
-        assert part.input == part.accepted + part.quarantined + part.duplicates, part.to_json()
-    return result
-
-
-def import_rows(
-    settings: Settings,
-    folder: Path,
-    kind: str,
-    rows: list[dict[str, Any]],
-    *,
-    header: list[str] | None = None,
-    adapter: str = "canonical",
-) -> ImportResult:
-    """Write ``rows`` as a CSV (line 2 is the first row) and import it."""
-    header = header or list(dict.fromkeys(k for row in rows for k in row))
-    path = write_csv(
-        folder / f"{kind}-{next(_names)}.csv", header, ([r.get(h) for h in header] for r in rows)
-    )
-    return reconciles(ingest(kind, path, adapter, settings))
-
-
-def import_products(settings: Settings, folder: Path, rows: list[dict[str, Any]]) -> ImportResult:
-    """Products through the canonical adapter."""
-    return import_rows(settings, folder, "products", rows)
-
-
-def quarantine_by_line(settings: Settings, import_id: int) -> dict[int, dict[str, Any]]:
-    """The quarantine rows of one import keyed by source line (the CSV header is line 1)."""
-    with Store(settings.home) as store:
-        rows = store.query("SELECT * FROM quarantine WHERE import_id = ?", [import_id])
-    return {row["line"]: row for row in rows.iter_rows(named=True)}
-
-
-def duplicates_by_line(settings: Settings, import_id: int) -> dict[int, dict[str, Any]]:
-    """The duplicate rows of one import keyed by source line."""
-    with Store(settings.home) as store:
-        rows = store.query("SELECT * FROM duplicates WHERE import_id = ?", [import_id])
-    return {row["line"]: row for row in rows.iter_rows(named=True)}
-
-
-def table(settings: Settings, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
-    """A query on the test store."""
-    with Store(settings.home) as store:
-        return store.query(sql, params)
+# -- batches of typed events ------------------------------------------------------------------
 
 
 def batch(*rows: dict[str, Any]) -> pl.DataFrame:
@@ -118,145 +60,6 @@ def with_quality(settings: Settings, **changes: Any) -> Settings:
     """The test settings with some quality thresholds changed."""
     quality = settings.quality.model_copy(update=changes)
     return settings.model_copy(update={"quality": quality})
-
-
-# -- coerce: types and timestamps -------------------------------------------------------------
-
-
-def test_coerce_unreadable_number_is_bad_type_naming_the_field() -> None:
-    frame = pl.DataFrame({"_line": [2, 3, 4, 5], "value": ["1.5", "six", " 2 ", "1,000"]})
-    typed, flags = coerce(frame, {"value": pl.Float64()})
-    # "1,000" may be a thousand or one: no separator is guessed, the value fails loudly
-    assert typed["value"].to_list() == [1.5, None, 2.0, None]
-    [flag] = flags
-    assert flag.reason is Reason.BAD_TYPE
-    assert typed.select(flag.mask).to_series().to_list() == [False, True, False, True]
-    assert "'value'" in str(flag.detail)
-
-
-def test_coerce_empty_string_is_missing_not_a_type_error() -> None:
-    frame = pl.DataFrame({"_line": [2, 3, 4], "value": ["", "   ", None]})
-    typed, [flag] = coerce(frame, {"value": pl.Float64()})
-    assert typed["value"].null_count() == 3
-    assert not typed.select(flag.mask).to_series().any()
-
-
-def test_coerce_fills_absent_columns_with_nulls() -> None:
-    typed, flags = coerce(pl.DataFrame({"_line": [2]}), {"price": pl.Float64()})
-    assert typed["price"].to_list() == [None]
-    assert flags == []
-
-
-@pytest.mark.parametrize(
-    ("text", "zone", "fmt", "expected"),
-    [
-        pytest.param("2024-03-01T10:00:00Z", "UTC", None, T0, id="iso-z"),
-        pytest.param("2024-03-01T12:00:00+02:00", "UTC", None, T0, id="iso-offset"),
-        pytest.param("2024-03-01T12:00:00+02:00", "Asia/Tokyo", None, T0, id="offset-wins"),
-        pytest.param(
-            "2024-03-01T10:00:00.250Z", "UTC", None, T0 + timedelta(milliseconds=250), id="frac"
-        ),
-        pytest.param("2024-03-01 11:00:00", "Europe/Paris", None, T0, id="naive-winter"),
-        pytest.param(
-            "2024-07-01 12:00:00",
-            "Europe/Paris",
-            None,
-            datetime(2024, 7, 1, 10, tzinfo=UTC),
-            id="naive-summer",
-        ),
-        pytest.param("2024-03-01", "UTC", None, datetime(2024, 3, 1, tzinfo=UTC), id="date"),
-        pytest.param("1709287200", "UTC", None, T0, id="epoch-seconds"),
-        pytest.param("01/03/2024 10:00", "Europe/London", "%d/%m/%Y %H:%M", T0, id="strptime"),
-        pytest.param(
-            "01/07/2024 11:00",
-            "Europe/London",
-            "%d/%m/%Y %H:%M",
-            datetime(2024, 7, 1, 10, tzinfo=UTC),
-            id="strptime-bst",
-        ),
-    ],
-)
-def test_coerce_timestamps_to_utc(
-    text: str, zone: str, fmt: str | None, expected: datetime
-) -> None:
-    frame = pl.DataFrame({"_line": [2], "timestamp": [text]})
-    typed, [flag] = coerce(frame, {"timestamp": UTC_TS}, timestamp_format=fmt, timezone=zone)
-    assert typed["timestamp"].to_list() == [expected]
-    assert typed["timestamp"].dtype == UTC_TS
-    assert not typed.select(flag.mask).item()
-
-
-def test_coerce_epoch_seconds_are_utc_whatever_the_naive_timezone() -> None:
-    """Regression: epoch seconds are absolute; the zone of naive text must not shift them."""
-    frame = pl.DataFrame({"_line": [2], "timestamp": ["1709287200"]})
-    typed, _ = coerce(frame, {"timestamp": UTC_TS}, timezone="Europe/Paris")
-    assert typed["timestamp"].to_list() == [T0]
-
-
-@pytest.mark.parametrize("fmt", [None, "%d/%m/%Y %H:%M"])
-def test_coerce_junk_timestamp_is_bad_timestamp(fmt: str | None) -> None:
-    frame = pl.DataFrame(
-        {"_line": [2, 3, 4, 5], "timestamp": ["not a date", "2024-13-45T00:00:00", "", None]}
-    )
-    typed, [flag] = coerce(frame, {"timestamp": UTC_TS}, timestamp_format=fmt)
-    assert flag.reason is Reason.BAD_TIMESTAMP
-    assert "'timestamp'" in str(flag.detail)
-    assert typed["timestamp"].null_count() == 4
-    # empty and absent timestamps are missing fields (a later rule), not unreadable ones
-    assert typed.select(flag.mask).to_series().to_list() == [True, True, False, False]
-
-
-# -- text normalisation -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "clean"),
-    [
-        ("\ufb01ne", "fine"),  # the "fi" ligature
-        ("\uff11\uff12\uff13", "123"),  # full-width digits
-        ("\uff21\uff22", "AB"),  # full-width letters
-        ("a \t b\u00a0\u00a0c\n d", "a b c d"),  # tabs, NBSP, newlines collapse
-        ("  padded\u3000", "padded"),  # ideographic space trimmed
-        ("", None),
-        ("   ", None),
-        ("\u00a0\t\n", None),
-        (None, None),
-    ],
-)
-def test_clean_text(raw: str | None, clean: str | None) -> None:
-    frame = pl.DataFrame({"t": [raw]}, schema={"t": pl.String})
-    assert frame.select(clean_text(pl.col("t"))).item() == clean
-    # the per-distinct-value path (many repeats) gives the same answer
-    assert clean_series(pl.Series("t", [raw] * 6, dtype=pl.String)).to_list() == [clean] * 6
-
-
-def test_text_is_normalised_on_ingest(settings: Settings, tmp_path: Path) -> None:
-    products = import_products(
-        settings,
-        tmp_path,
-        [
-            {"item_id": "A", "title": "Desk\u00a0\u00a0Lamp\t"},
-            {"item_id": "\uff22", "title": "\ufb01re  pit"},
-        ],
-    )
-    assert products.accepted == 2
-    titles = dict(table(settings, "SELECT item_id, title FROM products").iter_rows())
-    assert titles == {"A": "Desk Lamp", "B": "fire pit"}
-
-    result = import_rows(
-        settings,
-        tmp_path,
-        "events",
-        [
-            event(type="search", item_id=None, query="  \ufb01ne\tshoes\u00a0"),  # line 2
-            event(type="search", item_id=None, query=" \t ", timestamp=iso(T0 + timedelta(1))),
-        ],
-        header=EVENTS,
-    )
-    assert result.accepted == 1
-    assert table(settings, "SELECT query FROM events")["query"].to_list() == ["fine shoes"]
-    # a query of whitespace only is no query at all
-    assert quarantine_by_line(settings, result.import_id)[3]["reasons"] == ["missing_field"]
 
 
 # -- required fields --------------------------------------------------------------------------
@@ -532,178 +335,6 @@ def test_unknown_item_check_skipped_on_an_empty_catalog(settings: Settings, tmp_
     assert any("catalog is empty" in note for note in result.notes)
 
 
-# -- exact duplicates -------------------------------------------------------------------------
-
-
-def test_exact_duplicates_unit() -> None:
-    found = exact_duplicates(pl.Series(["a", "b", "a", "c"]), pl.Series(["c"]))
-    assert found.to_list() == [None, None, "a", "c"]
-
-
-def test_exact_duplicate_within_a_batch(settings: Settings, tmp_path: Path) -> None:
-    result = import_rows(settings, tmp_path, "events", [event(), event()], header=EVENTS)
-    assert (result.accepted, result.duplicates, result.duplicate_rules) == (1, 1, {"exact": 1})
-    [first] = table(settings, "SELECT event_id FROM events")["event_id"].to_list()
-    copy = duplicates_by_line(settings, result.import_id)[3]
-    assert (copy["duplicate_of"], copy["rule"]) == (first, "exact")
-
-
-def test_reimporting_a_file_adds_nothing(settings: Settings, uci_file: Path) -> None:
-    first = reconciles(ingest("events", uci_file, "uci-online-retail", settings))
-    counts = table(
-        settings,
-        "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM quarantine) AS q,"
-        " (SELECT count(*) FROM products) AS p",
-    ).row(0)
-    again = reconciles(ingest("events", uci_file, "uci-online-retail", settings))
-    assert again.input == first.input
-    assert (again.accepted, again.quarantined, again.duplicates) == (0, 0, again.input)
-    [products] = again.derived
-    assert (products.accepted, products.duplicates) == (0, products.input)
-    assert counts == table(
-        settings,
-        "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM quarantine) AS q,"
-        " (SELECT count(*) FROM products) AS p",
-    ).row(0)
-
-
-def test_reimporting_near_duplicates_adds_nothing(settings: Settings, tmp_path: Path) -> None:
-    """Regression: a near duplicate is stored in neither events nor quarantine, so a second
-    import of the same file must still find it (it was accepted the second time)."""
-    rows = [
-        ["u1", "A", "view", None, None, None, None, iso(T0 + timedelta(seconds=s))] for s in (0, 3)
-    ]
-    path = write_csv(tmp_path / "views.csv", EVENTS, rows)
-    first = reconciles(ingest("events", path, "canonical", settings))
-    assert (first.accepted, first.duplicate_rules) == (1, {"near": 1})
-    again = reconciles(ingest("events", path, "canonical", settings))
-    assert (again.accepted, again.duplicates) == (0, 2)
-    assert table(settings, "SELECT count(*) FROM events").item() == 1
-
-
-def test_reimporting_superseded_products_adds_nothing(settings: Settings, tmp_path: Path) -> None:
-    """Regression: a superseded record is not a stored version, so a second import of the same
-    file must still find it, and never bring the old title back."""
-    path = write_csv(
-        tmp_path / "catalog.csv",
-        ["item_id", "title", "updated_at"],
-        [["B", "Mug", "2024-01-01T00:00:00Z"], ["B", "Tea mug", "2024-02-01T00:00:00Z"]],
-    )
-    first = reconciles(ingest("products", path, "canonical", settings))
-    assert (first.accepted, first.duplicate_rules) == (1, {"superseded": 1})
-    again = reconciles(ingest("products", path, "canonical", settings))
-    assert (again.accepted, again.duplicates) == (0, 2)
-    assert table(settings, "SELECT title FROM products").item() == "Tea mug"
-
-
-# -- near duplicates --------------------------------------------------------------------------
-
-
-def test_near_duplicates(settings: Settings, tmp_path: Path) -> None:
-    result = import_rows(
-        settings,
-        tmp_path,
-        "events",
-        [
-            event(item_id="A", timestamp=iso(T0)),  # 2
-            event(item_id="A", timestamp=iso(T0 + timedelta(seconds=3))),  # 3: near 2
-            event(item_id="B", timestamp=iso(T0)),  # 4
-            event(item_id="B", timestamp=iso(T0 + timedelta(seconds=30))),  # 5: far enough
-            event(item_id="A", user_id="u2", timestamp=iso(T0 + timedelta(seconds=1))),  # 6
-            event(type="purchase", value=1, price=2, timestamp=iso(T0 + timedelta(seconds=60))),
-            event(type="purchase", value=1, price=2, timestamp=iso(T0 + timedelta(seconds=61))),
-        ],
-        header=EVENTS,
-    )
-    assert (result.accepted, result.duplicates, result.duplicate_rules) == (6, 1, {"near": 1})
-    near = duplicates_by_line(settings, result.import_id)
-    assert set(near) == {3}
-    first = table(
-        settings,
-        "SELECT event_id FROM events WHERE item_id = 'A' AND type = 'view' AND timestamp = ?",
-        [T0],
-    ).item()
-    assert (near[3]["duplicate_of"], near[3]["rule"]) == (first, "near")
-
-
-def test_near_duplicate_bursts_chain_to_their_first_event() -> None:
-    frame = pl.DataFrame(
-        {
-            "event_id": ["e1", "e2", "e3", "e4", "p1", "p2"],
-            "user_id": ["u"] * 6,
-            "item_id": ["A"] * 6,
-            "type": ["view"] * 4 + ["purchase"] * 2,
-            "timestamp": [T0 + timedelta(seconds=s) for s in (16, 0, 8, 40, 0, 1)],
-            "_candidate": [True] * 6,
-        }
-    )
-    near = near_duplicates(frame, QualitySettings().near_duplicate_seconds)
-    assert near.to_list() == ["e2", None, "e2", None, None, None]
-
-
-# -- returns ----------------------------------------------------------------------------------
-
-
-def test_returns_match_their_purchase(settings: Settings, tmp_path: Path) -> None:
-    day = timedelta(days=1)
-    result = import_rows(
-        settings,
-        tmp_path,
-        "events",
-        [
-            event(type="purchase", value=2, price=3, timestamp=iso(T0)),  # 2
-            event(type="return", value=1, price=3, timestamp=iso(T0 + day)),  # 3: matched
-            event(type="return", user_id="u2", value=1, price=3, timestamp=iso(T0 + day)),  # 4
-            event(type="return", item_id="C", value=1, price=3, timestamp=iso(T0 - day)),  # 5
-            event(type="purchase", item_id="C", value=1, price=3, timestamp=iso(T0)),  # 6
-        ],
-        header=EVENTS,
-    )
-    held = quarantine_by_line(settings, result.import_id)
-    # no purchase by that customer; a purchase only after the return
-    assert {line: row["reasons"] for line, row in held.items()} == {
-        4: ["unmatched_return"],
-        5: ["unmatched_return"],
-    }
-    trade = table(
-        settings,
-        "SELECT event_id, type, ref_event_id FROM events WHERE item_id = 'A' ORDER BY timestamp",
-    )
-    (purchase, _, no_ref), (_, kind, ref) = trade.rows()
-    assert (kind, ref, no_ref) == ("return", purchase, None)
-
-    later = import_rows(
-        settings,
-        tmp_path,
-        "events",
-        [event(type="return", value=1, price=3, timestamp=iso(T0 + 2 * day))],
-        header=EVENTS,
-    )
-    assert (later.accepted, later.quarantined) == (1, 0)
-    ref = table(
-        settings, "SELECT ref_event_id FROM events WHERE import_id = ?", [later.import_id]
-    ).item()
-    assert ref == purchase
-
-
-def test_match_returns_prefers_the_latest_earlier_purchase() -> None:
-    def rows(*events: tuple[str, str, int]) -> pl.DataFrame:
-        return pl.DataFrame(
-            {
-                "event_id": [e[0] for e in events],
-                "user_id": ["u"] * len(events),
-                "item_id": ["A"] * len(events),
-                "type": [e[1] for e in events],
-                "timestamp": [T0 + timedelta(hours=e[2]) for e in events],
-            },
-            schema_overrides={"timestamp": UTC_TS},
-        )
-
-    candidates = rows(("p2", "purchase", 5), ("r1", "return", 6), ("r0", "return", -1))
-    stored = rows(("p1", "purchase", 0))
-    assert match_returns(candidates, stored).to_list() == [None, "p2", None]
-
-
 # -- non-product codes ------------------------------------------------------------------------
 
 
@@ -730,52 +361,6 @@ def test_non_product_codes_are_quarantined(settings: Settings, tmp_path: Path) -
     [catalog] = result.derived
     assert table(settings, "SELECT item_id FROM products")["item_id"].to_list() == ["85123A"]
     assert catalog.accepted == 1
-
-
-# -- product reconciliation -------------------------------------------------------------------
-
-
-def test_products_of_one_item_in_one_batch_are_reconciled(
-    settings: Settings, tmp_path: Path
-) -> None:
-    result = import_products(
-        settings,
-        tmp_path,
-        [
-            {"item_id": "A", "title": "Lamp", "updated_at": "2024-01-01T00:00:00Z"},  # 2
-            {"item_id": "A", "title": "Desk Lamp", "updated_at": "2024-02-01T00:00:00Z"},  # 3
-            {"item_id": "A", "title": "Old Lamp", "updated_at": "2023-01-01T00:00:00Z"},  # 4
-            {"item_id": "B", "title": "Mug", "updated_at": None},  # 5
-        ],
-    )
-    assert (result.accepted, result.duplicates) == (2, 2)
-    assert result.duplicate_rules == {"superseded": 2}
-    current = table(settings, "SELECT record_id, title, aliases FROM products WHERE item_id='A'")
-    [(winner, title, aliases)] = current.rows()
-    assert title == "Desk Lamp"
-    assert sorted(aliases) == ["Lamp", "Old Lamp"]
-    losers = duplicates_by_line(settings, result.import_id)
-    assert set(losers) == {2, 4}
-    assert {(row["duplicate_of"], row["rule"]) for row in losers.values()} == {
-        (winner, "superseded")
-    }
-
-
-def test_without_dates_the_later_line_wins(settings: Settings, tmp_path: Path) -> None:
-    import_products(
-        settings, tmp_path, [{"item_id": "C", "title": "Cup"}, {"item_id": "C", "title": "Big Cup"}]
-    )
-    assert table(settings, "SELECT title, aliases FROM products").row(0) == ("Big Cup", ["Cup"])
-
-
-def test_a_new_title_keeps_the_old_one_as_alias(settings: Settings, tmp_path: Path) -> None:
-    import_products(settings, tmp_path, [{"item_id": "A", "title": "Lamp"}])
-    import_products(settings, tmp_path, [{"item_id": "A", "title": "Desk Lamp"}])
-    import_products(settings, tmp_path, [{"item_id": "A", "title": "LED Desk Lamp"}])
-    title, aliases = table(settings, "SELECT title, aliases FROM products").row(0)
-    assert title == "LED Desk Lamp"
-    assert sorted(aliases) == ["Desk Lamp", "Lamp"]
-    assert table(settings, "SELECT count(*) FROM product_versions").item() == 3
 
 
 # -- counts reconcile -------------------------------------------------------------------------
@@ -867,28 +452,3 @@ def test_uci_sample_end_to_end(settings: Settings, uci_file: Path) -> None:
     warmer = products.filter(pl.col("item_id") == "22633").row(0, named=True)
     assert (warmer["title"], warmer["aliases"]) == ("HAND WARMER UNION JACK", [])
     assert catalog.accepted == 5
-
-
-def test_near_duplicates_span_imports(settings: Settings, tmp_path: Path) -> None:
-    """A view repeated 3 s after one stored by an earlier import is its near duplicate."""
-    header = ["user_id", "item_id", "type", "timestamp"]
-    first = write_csv(tmp_path / "a.csv", header, [("u1", "A", "view", "2024-01-01T10:00:00Z")])
-    second = write_csv(
-        tmp_path / "b.csv",
-        header,
-        [("u1", "A", "view", "2024-01-01T10:00:03Z"), ("u1", "A", "view", "2024-01-01T10:05:00Z")],
-    )
-    quality = settings.quality.model_copy(update={"check_unknown_items": False})
-    config = settings.model_copy(update={"quality": quality})
-    stored = ingest("events", first, "canonical", config)
-    later = ingest("events", second, "canonical", config)
-    assert stored.accepted == 1
-    assert (later.accepted, later.duplicates, later.duplicate_rules) == (1, 1, {"near": 1})
-    with Store(settings.home) as store:
-        first_id = store.scalar(
-            "SELECT event_id FROM events WHERE import_id = ?", [stored.import_id]
-        )
-        of = store.scalar(
-            "SELECT duplicate_of FROM duplicates WHERE import_id = ?", [later.import_id]
-        )
-    assert of == first_id
