@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from aisle.config import load_settings
 from aisle.pipeline import ImportResult, ingest
 from aisle.storage import Store
+from aisle.storage.snapshots import snapshot
 from tests.conftest import TEST_SECRET, UCI_HEADER
 
 CANARY = "CANARY"
@@ -112,6 +113,8 @@ def test_events_reconcile_and_leave_no_raw_id(
         again = ingest("events", source, "canonical", config)
         assert again.accepted == 0 and again.input == again.duplicates  # idempotent
         source.unlink()  # the input itself is the shop's file, not aisle's
+        with Store(home) as store:
+            snapshot(store)  # Parquet snapshots are scanned too
         _assert_no_trace(home, _canaries(rows, 0))
     finally:
         shutil.rmtree(work)

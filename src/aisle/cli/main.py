@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from aisle import __version__
-from aisle.cli import demo, ingest, quality
+from aisle.cli import demo, ingest, quality, store
 from aisle.cli.context import set_home
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(quality.app, name="quality")
+app.add_typer(store.app, name="store")
 app.command("demo")(demo.demo)
 
 
