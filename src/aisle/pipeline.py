@@ -123,9 +123,20 @@ class Importer:
                     close_import(self.store, part)
         except BaseException as error:
             self._staged = {}
-            fail_import(self.store, import_id, error)
+            self._record_failure(import_id, error)
             raise
         return result
+
+    def _record_failure(self, import_id: int, error: BaseException) -> None:
+        """Mark the import failed. The Ctrl-C that stopped it can fire again while this runs
+        (a signal DuckDB noticed before Python did), so try a few times; the error that
+        stopped the import is still the one raised."""
+        for _attempt in range(3):
+            try:
+                fail_import(self.store, import_id, error)
+            except BaseException:  # an interruption or a broken connection: try again
+                continue
+            return
 
     def _resolve(self, source: str, adapter: Adapter, kind: RecordKind) -> Path:
         if is_url(source):

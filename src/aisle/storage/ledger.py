@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import duckdb
 
 from aisle.errors import AisleError, ReconciliationError
 from aisle.storage.store import Store
@@ -103,6 +106,8 @@ def close_import(store: Store, result: ImportResult) -> None:
 def fail_import(store: Store, import_id: int, error: BaseException) -> None:
     """Mark a running import failed; typed errors keep their message (never a data value)."""
     message = str(error) if isinstance(error, AisleError) else type(error).__name__
+    with suppress(duckdb.Error):  # leave an aborted transaction before writing the ledger
+        store.execute("ROLLBACK")
     store.execute(
         "UPDATE imports SET status = 'failed', finished_at = ?, error = ? "
         "WHERE import_id = ? AND status = 'running'",

@@ -62,7 +62,9 @@ class Store:
         try:
             yield self.con
         except BaseException:
-            self.con.execute("ROLLBACK")
+            # an interrupted statement may have ended the transaction already
+            with suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
             raise
         finally:
             self._depth = 0
