@@ -23,6 +23,13 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("AISLE_DATA", "../shared/data"))
 
 
+def download_cache() -> Path:
+    """Where downloaded datasets are kept: outside every aisle home, since they hold raw
+    customer ids (``$XDG_CACHE_HOME/aisle``, else ``~/.cache/aisle``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aisle"
+
+
 def uci_online_retail(cache: Path, *, transport: httpx.BaseTransport | None = None) -> Path:
     """The UCI Online Retail file: the shared copy, a cached download, or a fresh download.
 

@@ -72,6 +72,7 @@ class Reason(StrEnum):
     UNMATCHED_RETURN = "unmatched_return"
     BOT_USER = "bot_user"
     MALFORMED_ROW = "malformed_row"
+    ERASED_USER = "erased_user"
 
 
 class QuarantineStatus(StrEnum):

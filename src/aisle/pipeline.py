@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +15,11 @@ from aisle.config import Settings
 from aisle.domain import EVENT_SCHEMA, PRODUCT_SCHEMA, Fate, Reason, RecordKind
 from aisle.errors import AisleError
 from aisle.ingest.adapters import AdaptContext, Adapter, get_adapter
-from aisle.ingest.fetch import fetch_url, is_url
+from aisle.ingest.fetch import fetch_url, is_url, redacted
 from aisle.ingest.identity import content_ids
 from aisle.ingest.readers import RawBatch, read_source
+from aisle.privacy import audit
+from aisle.privacy.erasure import erased_among
 from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
 from aisle.quality.assess import EventContext, ProductContext, assess_events, assess_products
 from aisle.quality.coerce import to_records
@@ -85,14 +88,19 @@ class Importer:
             raise AisleError(
                 f"adapter {adapter_name!r} reads {', '.join(sorted(adapter.kinds))}, not {kind}"
             )
-        path = self._resolve(str(source), adapter, kind)
-        self.progress(f"reading {path.name}")
-        raw = read_source(path, adapter.read_options(kind))
+        given = str(source)
+        # what the ledger says: a URL without its query string or credentials
+        label = redacted(given) if is_url(given) else given
+        # a download lives outside home, and only until it is read: it holds raw customer ids
+        with tempfile.TemporaryDirectory(prefix="aisle-download-") as scratch:
+            path = self._resolve(given, adapter, kind, Path(scratch))
+            self.progress(f"reading {path.name}")
+            raw = read_source(path, adapter.read_options(kind))
         frame = self.pseudonymiser.frame(raw.frame, adapter.user_columns)
-        raw = RawBatch(frame, raw.source, raw.sha256, raw.format, raw.malformed)
+        raw = RawBatch(frame, label, raw.sha256, raw.format, raw.malformed)
         mark_interrupted(self.store)
-        import_id = open_import(self.store, kind.value, str(source), adapter.name, raw.sha256)
-        ctx = AdaptContext(self.settings, str(source))
+        import_id = open_import(self.store, kind.value, label, adapter.name, raw.sha256)
+        ctx = AdaptContext(self.settings, label)
         try:
             with self.store.transaction():
                 derived: list[ImportResult] = []
@@ -103,24 +111,30 @@ class Importer:
                         pid = open_import(
                             self.store,
                             RecordKind.PRODUCTS.value,
-                            str(source),
+                            label,
                             adapter.name,
                             raw.sha256,
                         )
-                        part = self._products(pid, str(source), adapter, products, None)
+                        part = self._products(pid, label, adapter, products, None)
                         part.seconds = time.perf_counter() - started
                         derived.append(part)
                     self.progress("checking events")
-                    result = self._events(import_id, str(source), adapter, raw, ctx)
+                    result = self._events(import_id, label, adapter, raw, ctx)
                 else:
                     self.progress("checking products")
                     canonical = adapter.products(raw.frame, ctx)
-                    result = self._products(import_id, str(source), adapter, canonical, raw)
+                    result = self._products(import_id, label, adapter, canonical, raw)
                 result.derived = derived
                 self._write_staged()
                 result.seconds = time.perf_counter() - started
                 for part in [*derived, result]:
                     close_import(self.store, part)
+                    audit.record(
+                        self.store,
+                        "import",
+                        str(part.import_id),
+                        {k: v for k, v in part.to_json().items() if k not in ("drift", "derived")},
+                    )
         except BaseException as error:
             self._staged = {}
             self._record_failure(import_id, error)
@@ -138,12 +152,12 @@ class Importer:
                 continue
             return
 
-    def _resolve(self, source: str, adapter: Adapter, kind: RecordKind) -> Path:
+    def _resolve(self, source: str, adapter: Adapter, kind: RecordKind, scratch: Path) -> Path:
         if is_url(source):
-            self.progress(f"downloading {source}")
+            self.progress(f"downloading {redacted(source)}")
             return fetch_url(
                 source,
-                Path(self.settings.home) / "downloads",
+                scratch,
                 timeout=self.settings.ingest.http_timeout_seconds,
             )
         return adapter.locate(Path(source), kind)
@@ -173,6 +187,13 @@ class Importer:
         now = datetime.now(UTC)
         kind = result.kind
         fate = pl.col("_fate")
+        # whose record it is, for erasure; nothing at all of customers already erased
+        erased = pl.col("_erased") if "_erased" in assessed.columns else pl.lit(False)
+        owner = (
+            pl.when(erased).then(None).otherwise(pl.col("user_id"))
+            if "user_id" in assessed.columns
+            else pl.lit(None, dtype=pl.String)
+        )
         held = assessed.filter(fate == Fate.QUARANTINED.value)
         if raw is not None and "_line" in raw.frame.columns:
             rows = raw.frame.join(held.select("_line"), on="_line", how="semi")
@@ -189,8 +210,9 @@ class Importer:
             pl.col("_reasons").cast(pl.List(pl.Categorical)).alias("reasons"),
             pl.col("_detail").cast(pl.Categorical).alias("detail"),
             pl.col("item_id"),
+            owner.alias("user_id"),
             pl.col("_hold_until").alias("hold_until"),
-            pl.col("payload"),
+            pl.when(erased).then(None).otherwise(pl.col("payload")).alias("payload"),
             pl.lit("held").alias("status"),
             pl.lit(now).alias("created_at"),
         )
@@ -214,6 +236,7 @@ class Importer:
             pl.col("_line").alias("line"),
             pl.col("_duplicate_of").alias("duplicate_of"),
             pl.col("_dup_rule").alias("rule"),
+            owner.alias("user_id"),
         )
         self._stage("quarantine", quarantine)
         self._stage("duplicates", duplicates)
@@ -288,6 +311,7 @@ class Importer:
             seen,
             stored_purchases,
             self._recent_events(typed, quality.near_duplicate_seconds),
+            erased_among(self.store, typed["user_id"]),
         )
         assessed = assess_events(typed, flags, event_ctx)
         accepted = self._write_outcome(

@@ -54,6 +54,8 @@ def test_a_url_imports_like_the_file(server: str, tmp_path: Path, uci_file: Path
     )
     again = ingest("events", f"{server}/retail.csv", "uci-online-retail", settings)
     assert again.accepted == 0 and again.duplicates == again.input
+    # the download held raw customer ids: it never lands under home
+    assert not [p for p in settings.home.rglob("*") if p.name.startswith("retail")]
 
 
 def test_a_missing_url_is_a_clear_error(server: str, tmp_path: Path) -> None:

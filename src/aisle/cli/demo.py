@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aisle.cli.context import console, guarded, settings
 from aisle.cli.ingest import reasons_table, result_table
-from aisle.datasets import uci_online_retail
+from aisle.datasets import download_cache, uci_online_retail
 from aisle.pipeline import ingest
 from aisle.quality.report import build_report, summary_table, write_html
 from aisle.storage import Store
@@ -18,7 +18,7 @@ def demo() -> None:
     config = settings()
     home = Path(config.home)
     with console.status("locating UCI Online Retail"):
-        path = uci_online_retail(home / "downloads")
+        path = uci_online_retail(download_cache())
     console.print(f"source: {path}")
     with console.status("importing") as status:
         result = ingest("events", str(path), "uci-online-retail", config, progress=status.update)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from aisle.cli.context import console, emit_json, guarded, settings
+from aisle.privacy import audit
 from aisle.quality import quarantine as q
 from aisle.quality.report import build_report, report_json, summary_table, write_html
 from aisle.releases import release as release_held
@@ -84,6 +85,7 @@ def show(record_id: str, as_json: JsonOption = False) -> None:
     """One quarantined record with its source row (customer ids pseudonymised)."""
     with Store(settings().home) as store:
         row = q.show_record(store, record_id)
+        audit.record(store, "read_quarantine", record_id, {"import_id": row["import_id"]})
     if as_json:
         emit_json(row)
         return

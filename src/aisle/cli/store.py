@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from aisle.cli.context import console, emit_json, guarded, settings
+from aisle.privacy import audit
 from aisle.storage import Store
 from aisle.storage.snapshots import SNAPSHOT_TABLES, snapshot
 
@@ -25,6 +26,7 @@ def snapshot_command(
     """Write every table to Parquet (customer ids stay pseudonyms)."""
     with Store(settings().home) as store:
         folder = snapshot(store, directory)
+        audit.record(store, "export", str(folder), {"tables": list(SNAPSHOT_TABLES)})
     files = {table: str(folder / f"{table}.parquet") for table in SNAPSHOT_TABLES}
     if as_json:
         emit_json({"folder": str(folder), "files": files})

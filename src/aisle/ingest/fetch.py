@@ -45,7 +45,7 @@ def fetch_url(
     timeout
         Seconds allowed for connecting and for each read.
     """
-    source = _redacted(url)
+    source = redacted(url)
     if not is_url(url):
         raise InputError(
             "not an http(s) URL", source=source, hint="give an http:// or https:// URL"
@@ -92,7 +92,7 @@ def file_name(url: str) -> str:
     return name or "download"
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without credentials or query string, which may carry secrets."""
     parts = urlsplit(url)
     host = parts.hostname or ""

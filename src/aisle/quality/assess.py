@@ -41,6 +41,7 @@ class EventContext:
     seen_ids: pl.Series  # event ids already stored or quarantined
     stored_purchases: pl.DataFrame  # event_id, user_id, item_id, timestamp
     stored_recent: pl.DataFrame | None = None  # event_id, user_id, item_id, type, timestamp
+    erased_users: pl.Series | None = None  # pseudonyms of customers who were erased
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,18 @@ def assess_events(batch: pl.DataFrame, flags: list[Flag], ctx: EventContext) -> 
             else None
         )
         flags.append(rules.unknown_items(ctx.known_items, non_products=non_products))
+    erased = (
+        pl.col("user_id").is_in(ctx.erased_users.implode())
+        if ctx.erased_users is not None and ctx.erased_users.len()
+        else pl.lit(False)
+    )
+    flags.append(Flag(Reason.ERASED_USER, erased, "customer erased: record refused"))
     frame = _with_reasons(
-        batch, flags, EVENT_SCHEMA, event_checks(quality, ctx.now), required_for_events()
+        batch.with_columns(erased.alias("_erased")),
+        flags,
+        EVENT_SCHEMA,
+        event_checks(quality, ctx.now),
+        required_for_events(),
     )
     exact = exact_duplicates(frame["event_id"], ctx.seen_ids)
     frame = frame.with_columns(

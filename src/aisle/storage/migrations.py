@@ -106,4 +106,23 @@ MIGRATIONS: Final[list[str]] = [
         flagged BOOLEAN NOT NULL
     );
     """,
+    # 2: privacy: who a held or duplicate record belongs to, the audit log, erased customers
+    """
+    ALTER TABLE quarantine ADD COLUMN user_id VARCHAR;     -- pseudonym, for erasure
+    ALTER TABLE duplicates ADD COLUMN user_id VARCHAR;
+
+    CREATE TABLE audit_log (
+        seq BIGINT NOT NULL,
+        logged_at TIMESTAMPTZ NOT NULL,
+        action VARCHAR NOT NULL,             -- import | export | read_quarantine | erasure | ...
+        subject VARCHAR,
+        details VARCHAR NOT NULL,            -- JSON
+        prev_hash VARCHAR NOT NULL,
+        hash VARCHAR NOT NULL                -- sha256 over prev_hash and this entry
+    );
+
+    -- sha256 of the pseudonyms of erased customers: their records are refused on re-import,
+    -- and the list itself holds no pseudonym
+    CREATE TABLE erased_users (subject_hash VARCHAR NOT NULL, erased_at TIMESTAMPTZ NOT NULL);
+    """,
 ]

@@ -1,0 +1,88 @@
+"""`aisle erase --user ID`, `aisle privacy verify --user ID` and `aisle privacy audit`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from aisle.cli.context import console, emit_json, guarded, settings
+from aisle.privacy import audit
+from aisle.privacy.erasure import erase, find_traces
+from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
+from aisle.storage import Store
+
+app = typer.Typer(help="Privacy: proof of erasure and the audit log.")
+
+UserOption = Annotated[
+    str, typer.Option("--user", help="The customer's id as the shop knows it (never stored).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+@guarded
+def erase_command(user: UserOption, as_json: JsonOption = False) -> None:
+    """Erase a customer (right to be forgotten): records, held rows, snapshots; keep them out."""
+    config = settings()
+    pseudonym = Pseudonymiser(load_secret(config)).one(user.strip())
+    with Store(config.home) as store:
+        receipt = erase(store, pseudonym)
+    if as_json:
+        emit_json(receipt.to_json())
+        return
+    table = Table(title=f"erased customer {pseudonym}")
+    table.add_column("removed from")
+    table.add_column("records", justify="right")
+    for name, count in receipt.removed.items():
+        table.add_row(name, f"{count:,}")
+    table.add_row("snapshot files rewritten", f"{receipt.snapshots_rewritten:,}")
+    console.print(table)
+    console.print(f"models: {receipt.models}; receipt written to the audit log")
+
+
+@app.command("verify")
+@guarded
+def verify_command(user: UserOption, as_json: JsonOption = False) -> None:
+    """Prove that no trace of a customer is left in the store, snapshots or artifacts."""
+    config = settings()
+    pseudonym = Pseudonymiser(load_secret(config)).one(user.strip())
+    with Store(config.home) as store:
+        traces = find_traces(store, pseudonym, raw_id=user.strip())
+    if as_json:
+        emit_json(traces.to_json())
+    elif traces.clean:
+        console.print(f"no trace of {pseudonym} ({traces.receipts} erasure receipt(s) on record)")
+    else:
+        for place, rows in traces.tables.items():
+            console.print(f"[red]trace:[/red] {place}: {rows} row(s)")
+        for path in traces.files:
+            console.print(f"[red]trace:[/red] {path}")
+    if not traces.clean:
+        raise typer.Exit(1)
+
+
+@app.command("audit")
+@guarded
+def audit_command(
+    action: Annotated[str | None, typer.Option(help="Only entries of this action.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the audit log's hash chain and show its newest entries."""
+    with Store(settings().home) as store:
+        check = audit.verify(store)
+        rows = audit.entries(store, action=action, limit=limit)
+    if as_json:
+        emit_json({"chain": check.to_json(), "entries": rows})
+    else:
+        verdict = "[green]intact[/green]" if check.ok else f"[red]BROKEN[/red]: {check.problem}"
+        console.print(f"audit log: {check.entries} entries, chain {verdict}")
+        table = Table()
+        for name in ("seq", "logged_at", "action", "subject"):
+            table.add_column(name)
+        for row in rows:
+            table.add_row(str(row["seq"]), str(row["logged_at"]), row["action"], row["subject"])
+        console.print(table)
+    if not check.ok:
+        raise typer.Exit(1)
