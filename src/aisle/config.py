@@ -92,6 +92,17 @@ class QualitySettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long personal data is kept (``aisle privacy retention apply``)."""
+
+    events_days: int | None = Field(
+        None, description="Raw events older than this become daily aggregates; unset keeps all."
+    )
+    quarantine_days: int | None = Field(
+        90, description="Held records older than this lose their payload and customer."
+    )
+
+
 class IngestSettings(BaseModel):
     """Defaults applied while reading sources."""
 
@@ -129,6 +140,7 @@ class Settings(BaseSettings):
     )
     quality: QualitySettings = Field(default_factory=QualitySettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     adapters: dict[str, MappingAdapterSettings] = Field(default_factory=dict)
 
     @classmethod

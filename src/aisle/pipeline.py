@@ -19,6 +19,7 @@ from aisle.ingest.fetch import fetch_url, is_url, redacted
 from aisle.ingest.identity import content_ids
 from aisle.ingest.readers import RawBatch, read_source
 from aisle.privacy import audit
+from aisle.privacy.consent import apply_withdrawals
 from aisle.privacy.erasure import erased_among
 from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
 from aisle.quality.assess import EventContext, ProductContext, assess_events, assess_products
@@ -281,6 +282,7 @@ class Importer:
                 epoch_unit=parsing.epoch_unit,
             )
             typed = typed.with_columns(ids.result().alias("event_id"))
+        typed = apply_withdrawals(self.store, typed)
         quality = self.settings.quality
         has_catalog = bool(self.store.scalar("SELECT count(*) > 0 FROM products"))
         if not adapter.checks_catalog:

@@ -1,4 +1,4 @@
-"""`aisle erase --user ID`, `aisle privacy verify --user ID` and `aisle privacy audit`."""
+"""`aisle erase`, and `aisle privacy verify|audit|consent withdraw|retention apply`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from rich.table import Table
 
 from aisle.cli.context import console, emit_json, guarded, settings
 from aisle.privacy import audit
+from aisle.privacy.consent import Purpose, withdraw
 from aisle.privacy.erasure import erase, find_traces
 from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
+from aisle.privacy.retention import apply_retention
 from aisle.storage import Store
 
 app = typer.Typer(help="Privacy: proof of erasure and the audit log.")
@@ -86,3 +88,41 @@ def audit_command(
         console.print(table)
     if not check.ok:
         raise typer.Exit(1)
+
+
+consent_app = typer.Typer(help="Customers' consent purposes.")
+app.add_typer(consent_app, name="consent")
+retention_app = typer.Typer(help="The retention policy ([retention] in aisle.toml).")
+app.add_typer(retention_app, name="retention")
+
+
+@consent_app.command("withdraw")
+@guarded
+def withdraw_command(
+    user: UserOption,
+    purpose: Annotated[Purpose, typer.Option(help="The purpose withdrawn.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw a purpose: stored events lose it now, later imports never carry it."""
+    config = settings()
+    pseudonym = Pseudonymiser(load_secret(config)).one(user.strip())
+    with Store(config.home) as store:
+        changed = withdraw(store, pseudonym, purpose)
+    if as_json:
+        emit_json({"pseudonym": pseudonym, "purpose": purpose.value, "events": changed})
+        return
+    console.print(f"{purpose.value} withdrawn for {pseudonym}: {changed:,} events updated")
+
+
+@retention_app.command("apply")
+@guarded
+def retention_command(as_json: JsonOption = False) -> None:
+    """Apply the retention policy now (running it twice changes nothing more)."""
+    config = settings()
+    with Store(config.home) as store:
+        outcome = apply_retention(store, config.retention)
+    if as_json:
+        emit_json(outcome.to_json())
+        return
+    for name, value in outcome.to_json().items():
+        console.print(f"{name.replace('_', ' ')}: {value:,}")

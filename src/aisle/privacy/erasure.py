@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,30 +10,16 @@ from typing import Any
 import polars as pl
 
 from aisle.privacy import audit
+from aisle.privacy.subjects import listed_among, subject_hash
 from aisle.storage import Store
 
 #: Store tables with a customer's pseudonym, and the column that holds it.
 PERSONAL_TABLES = {"events": "user_id", "quarantine": "user_id", "duplicates": "user_id"}
 
 
-def subject_hash(pseudonym: str) -> str:
-    """What the erasure list keeps of a customer: a hash of the pseudonym, not the pseudonym."""
-    return hashlib.sha256(pseudonym.encode()).hexdigest()
-
-
 def erased_among(store: Store, pseudonyms: pl.Series) -> pl.Series:
     """The pseudonyms (of those given) whose customers were erased."""
-    distinct = pseudonyms.drop_nulls().unique()
-    if distinct.len() == 0:
-        return distinct
-    hashes = pl.DataFrame(
-        {"pseudonym": distinct, "subject_hash": [subject_hash(p) for p in distinct.to_list()]}
-    )
-    with store.registered("_candidates", hashes):
-        found = store.query(
-            "SELECT c.pseudonym FROM _candidates c JOIN erased_users e USING (subject_hash)"
-        )
-    return found["pseudonym"]
+    return listed_among(store, pseudonyms, "erased_users")
 
 
 @dataclass

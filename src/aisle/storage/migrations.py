@@ -125,4 +125,21 @@ MIGRATIONS: Final[list[str]] = [
     -- and the list itself holds no pseudonym
     CREATE TABLE erased_users (subject_hash VARCHAR NOT NULL, erased_at TIMESTAMPTZ NOT NULL);
     """,
+    # 3: retention roll-ups and consent withdrawals
+    """
+    CREATE TABLE event_aggregates (
+        day DATE NOT NULL,
+        item_id VARCHAR,
+        type VARCHAR NOT NULL,
+        events BIGINT NOT NULL,
+        quantity DOUBLE                      -- sum of value (units for purchases and returns)
+    );
+
+    -- customers who withdrew a consent purpose: sha256 of the pseudonym, as for erasure
+    CREATE TABLE consent_withdrawals (
+        subject_hash VARCHAR NOT NULL,
+        purpose VARCHAR NOT NULL,            -- personalisation | analytics
+        withdrawn_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]
