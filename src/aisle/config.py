@@ -103,6 +103,18 @@ class RetentionSettings(BaseModel):
     )
 
 
+class PrivacySettings(BaseModel):
+    """Differentially private releases."""
+
+    epsilon_budget: float = Field(
+        10.0, description="Total epsilon all releases of one dataset may spend (basic composition)."
+    )
+    delta: float = Field(1e-6, description="The delta of each (epsilon, delta) release.")
+    contribution_bound: float = Field(
+        2.0, description="Largest L2 norm of one customer's contribution to a release."
+    )
+
+
 class IngestSettings(BaseModel):
     """Defaults applied while reading sources."""
 
@@ -141,6 +153,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     adapters: dict[str, MappingAdapterSettings] = Field(default_factory=dict)
 
     @classmethod

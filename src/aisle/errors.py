@@ -56,3 +56,7 @@ class ReconciliationError(StoreError):
 
 class NotFoundError(AisleError):
     """A record asked for by id does not exist."""
+
+
+class PrivacyBudgetError(AisleError):
+    """A differentially private release would spend more than the dataset's budget."""

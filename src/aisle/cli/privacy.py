@@ -1,4 +1,4 @@
-"""`aisle erase`, and `aisle privacy verify|audit|consent withdraw|retention apply`."""
+"""`aisle erase`, and `aisle privacy verify|audit|consent|retention|release`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 from aisle.cli.context import console, emit_json, guarded, settings
 from aisle.privacy import audit
 from aisle.privacy.consent import Purpose, withdraw
+from aisle.privacy.dp import ALL, release_popular, spent
 from aisle.privacy.erasure import erase, find_traces
 from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
 from aisle.privacy.retention import apply_retention
@@ -126,3 +127,31 @@ def retention_command(as_json: JsonOption = False) -> None:
         return
     for name, value in outcome.to_json().items():
         console.print(f"{name.replace('_', ' ')}: {value:,}")
+
+
+release_app = typer.Typer(help="Differentially private releases (each spends privacy budget).")
+app.add_typer(release_app, name="release")
+
+
+@release_app.command("popular")
+@guarded
+def popular_command(
+    epsilon: Annotated[float, typer.Option(help="Privacy cost of this release.")] = 1.0,
+    top: Annotated[int, typer.Option(help="How many items.")] = 100,
+    dataset: Annotated[str, typer.Option(help="An events source (adapter), or 'all'.")] = ALL,
+    as_json: JsonOption = False,
+) -> None:
+    """The most popular items, with differential privacy; refused past the budget."""
+    config = settings()
+    with Store(config.home) as store:
+        release = release_popular(store, config.privacy, epsilon=epsilon, top=top, dataset=dataset)
+        left = config.privacy.epsilon_budget - spent(store, dataset)
+    if as_json:
+        emit_json({**release.to_json(), "budget_left": left})
+        return
+    table = Table(title=f"popular items ({dataset}, epsilon {epsilon:g}, budget left {left:g})")
+    for name in ("rank", "item_id", "title", "score"):
+        table.add_column(name)
+    for rank, row in enumerate(release.items.iter_rows(named=True), start=1):
+        table.add_row(str(rank), row["item_id"], row["title"] or "", f"{row['score']:.1f}")
+    console.print(table)

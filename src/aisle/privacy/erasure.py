@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,11 +111,17 @@ class Traces:
                 "files": self.files, "erasure_receipts": self.receipts}  # fmt: skip
 
 
+def _token(needle: str) -> str:
+    """A regular expression for the needle as a whole token: a short raw id such as "17850"
+    also occurs by chance inside hex ids, which is no trace of the customer."""
+    return rf"(^|[^0-9A-Za-z]){re.escape(needle)}([^0-9A-Za-z]|$)"
+
+
 def find_traces(store: Store, pseudonym: str, raw_id: str | None = None) -> Traces:
     """Scan every text column of every table and every file under home (snapshots, reports,
-    artifacts) for the pseudonym, and the raw id where given."""
+    artifacts) for the pseudonym, and for the raw id where given, each as a whole token."""
     traces = Traces(pseudonym=pseudonym)
-    needles = [n for n in (pseudonym, raw_id) if n]
+    patterns = [_token(n) for n in (pseudonym, raw_id) if n]
     columns = store.query(
         "SELECT table_name, column_name FROM information_schema.columns "
         "WHERE data_type = 'VARCHAR' OR data_type LIKE 'VARCHAR%' OR data_type = 'JSON'"
@@ -122,10 +129,12 @@ def find_traces(store: Store, pseudonym: str, raw_id: str | None = None) -> Trac
     for table, column in columns.iter_rows():
         if table == "audit_log":
             continue  # the erasure receipt names the pseudonym by design (see receipts)
-        for needle in needles:
-            text = f'CAST("{column}" AS VARCHAR)'
+        text = f'CAST("{column}" AS VARCHAR)'
+        for pattern in patterns:
             hits = int(
-                store.scalar(f'SELECT count(*) FROM "{table}" WHERE contains({text}, ?)', [needle])
+                store.scalar(
+                    f'SELECT count(*) FROM "{table}" WHERE regexp_matches({text}, ?)', [pattern]
+                )
             )
             if hits:
                 key = f"{table}.{column}"
@@ -142,14 +151,14 @@ def find_traces(store: Store, pseudonym: str, raw_id: str | None = None) -> Trac
             found = any(
                 store.scalar(
                     "SELECT count(*) FROM read_parquet(?) AS row "
-                    "WHERE contains(CAST(row AS VARCHAR), ?)",
-                    [str(path), needle],
+                    "WHERE regexp_matches(CAST(row AS VARCHAR), ?)",
+                    [str(path), pattern],
                 )
-                for needle in needles
+                for pattern in patterns
             )
         else:
             data = path.read_bytes()
-            found = any(needle.encode() in data for needle in needles)
+            found = any(re.search(pattern.encode(), data) for pattern in patterns)
         if found:
             traces.files.append(str(path))
     return traces

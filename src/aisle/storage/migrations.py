@@ -142,4 +142,16 @@ MIGRATIONS: Final[list[str]] = [
         withdrawn_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # 4: the privacy-budget ledger of differentially private releases
+    """
+    CREATE TABLE privacy_releases (
+        release_id INTEGER NOT NULL,
+        dataset VARCHAR NOT NULL,            -- the events' source, or 'all'
+        what VARCHAR NOT NULL,               -- e.g. popular
+        epsilon DOUBLE NOT NULL,
+        delta DOUBLE NOT NULL,
+        released_at TIMESTAMPTZ NOT NULL,
+        params VARCHAR NOT NULL              -- JSON: mechanism, scale, bounds
+    );
+    """,
 ]
