@@ -21,6 +21,7 @@ from aisle.ingest.readers import RawBatch, read_source
 from aisle.privacy import audit
 from aisle.privacy.consent import apply_withdrawals
 from aisle.privacy.erasure import erased_among
+from aisle.privacy.pii import scrub_columns
 from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
 from aisle.quality.assess import EventContext, ProductContext, assess_events, assess_products
 from aisle.quality.coerce import to_records
@@ -98,6 +99,8 @@ class Importer:
             self.progress(f"reading {path.name}")
             raw = read_source(path, adapter.read_options(kind))
         frame = self.pseudonymiser.frame(raw.frame, adapter.user_columns)
+        # free text customers wrote is scrubbed at the same boundary, before anything is kept
+        frame, pii_found = scrub_columns(frame, adapter.text_columns)
         raw = RawBatch(frame, label, raw.sha256, raw.format, raw.malformed)
         mark_interrupted(self.store)
         import_id = open_import(self.store, kind.value, label, adapter.name, raw.sha256)
@@ -126,6 +129,7 @@ class Importer:
                     canonical = adapter.products(raw.frame, ctx)
                     result = self._products(import_id, label, adapter, canonical, raw)
                 result.derived = derived
+                result.pii_scrubbed = dict(pii_found)
                 self._write_staged()
                 result.seconds = time.perf_counter() - started
                 for part in [*derived, result]:

@@ -29,6 +29,7 @@ class ImportResult:
     reasons: dict[str, int] = field(default_factory=dict)
     duplicate_rules: dict[str, int] = field(default_factory=dict)
     released: int = 0
+    pii_scrubbed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)
@@ -53,6 +54,7 @@ class ImportResult:
             "duplicates": self.duplicates,
             "duplicates_by_rule": dict(sorted(self.duplicate_rules.items())),
             "released_from_quarantine": self.released,
+            "pii_scrubbed": dict(sorted(self.pii_scrubbed.items())),
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_per_second, 1),
             "notes": self.notes,

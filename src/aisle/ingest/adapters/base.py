@@ -44,6 +44,7 @@ class Adapter(Protocol):
     name: str
     kinds: frozenset[RecordKind]
     user_columns: tuple[str, ...]
+    text_columns: tuple[str, ...]  # source columns customers write: scrubbed of PII
     parsing: Parsing
     checks_catalog: bool  # False for datasets whose items have no catalog at all
 
@@ -75,6 +76,7 @@ class BaseAdapter:
     name: str = ""
     kinds: frozenset[RecordKind] = frozenset()
     user_columns: tuple[str, ...] = ()
+    text_columns: tuple[str, ...] = ()
     parsing: Parsing = field(default_factory=Parsing)
     checks_catalog: bool = True
     file_names: dict[RecordKind, str] = field(default_factory=dict)

@@ -79,6 +79,7 @@ class BestBuyClicks(BaseAdapter):
     name: str = "bestbuy-clicks"
     kinds: frozenset[RecordKind] = frozenset({RecordKind.EVENTS})
     user_columns: tuple[str, ...] = ("user",)
+    text_columns: tuple[str, ...] = ("query",)
     parsing: Parsing = field(
         default_factory=lambda: Parsing(timestamp_format="%Y-%m-%d %H:%M:%S%.f", timezone="UTC")
     )

@@ -108,6 +108,7 @@ class Canonical(BaseAdapter):
     name: str = "canonical"
     kinds: frozenset[RecordKind] = frozenset({RecordKind.EVENTS, RecordKind.PRODUCTS})
     user_columns: tuple[str, ...] = ("user_id",)
+    text_columns: tuple[str, ...] = ("query",)
     parsing: Parsing = field(default_factory=Parsing)
 
     def locate(self, path: Path, kind: RecordKind) -> Path:

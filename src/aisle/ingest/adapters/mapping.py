@@ -67,6 +67,7 @@ class MappingAdapter(BaseAdapter):
             name=name,
             kinds=frozenset({kind}),
             user_columns=tuple(spec.user_columns) or default_users,
+            text_columns=(spec.columns["query"],) if "query" in spec.columns else (),
             parsing=Parsing(timestamp_format=spec.timestamp_format, timezone=spec.timezone),
         )
         self.kind = kind
