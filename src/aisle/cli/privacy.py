@@ -1,7 +1,8 @@
-"""`aisle erase`, and `aisle privacy verify|audit|consent|retention|release`."""
+"""`aisle erase`, and `aisle privacy verify|audit|consent|retention|release|report`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +10,8 @@ from rich.table import Table
 
 from aisle.cli.context import console, emit_json, guarded, settings
 from aisle.privacy import audit
+from aisle.privacy.compliance import build as build_compliance
+from aisle.privacy.compliance import write_html as write_compliance
 from aisle.privacy.consent import Purpose, withdraw
 from aisle.privacy.dp import ALL, release_popular, spent
 from aisle.privacy.erasure import erase, find_traces
@@ -155,3 +158,35 @@ def popular_command(
     for rank, row in enumerate(release.items.iter_rows(named=True), start=1):
         table.add_row(str(rank), row["item_id"], row["title"] or "", f"{row['score']:.1f}")
     console.print(table)
+
+
+@app.command("report")
+@guarded
+def report_command(
+    html_path: Annotated[
+        Path | None, typer.Option("--html", help="Write the report page here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Data inventory, consent coverage, budget spent, erasures, retention, audit."""
+    config = settings()
+    with Store(config.home) as store:
+        report = build_compliance(store, config)
+    written = write_compliance(report, html_path) if html_path else None
+    if as_json:
+        emit_json({**report.to_json(), **({"html": str(written)} if written else {})})
+        return
+    table = Table(title="aisle compliance", show_header=False)
+    figures = report.figures
+    table.add_row("customers / events", f"{figures['customers']:,} / {figures['events']:,}")
+    share = figures["consent"]["personalisation_share"]
+    table.add_row("personalisation consent", "-" if share is None else f"{share:.1%}")
+    table.add_row("consent withdrawals", str(figures["consent"]["withdrawals"] or 0))
+    table.add_row("DP releases", str(sum(b["releases"] for b in figures["privacy_budget"])))
+    table.add_row("erasures", str(figures["erasures"]["count"]))
+    table.add_row("events past retention", str(figures["retention"]["events_past_policy"]))
+    table.add_row("PII scrubbed", str(sum(figures["pii_scrubbed"].values())))
+    table.add_row("audit chain", "intact" if figures["audit_log"]["ok"] else "BROKEN")
+    console.print(table)
+    if written:
+        console.print(f"report written to [bold]{written}[/bold]")
