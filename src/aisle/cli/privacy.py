@@ -19,7 +19,7 @@ from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
 from aisle.privacy.retention import apply_retention
 from aisle.storage import Store
 
-app = typer.Typer(help="Privacy: proof of erasure and the audit log.")
+app = typer.Typer(help="Privacy: proof of erasure, audit, consent, retention, private releases.")
 
 UserOption = Annotated[
     str, typer.Option("--user", help="The customer's id as the shop knows it (never stored).")
@@ -96,7 +96,7 @@ def audit_command(
 
 consent_app = typer.Typer(help="Customers' consent purposes.")
 app.add_typer(consent_app, name="consent")
-retention_app = typer.Typer(help="The retention policy ([retention] in aisle.toml).")
+retention_app = typer.Typer(help="The retention policy (the retention section of aisle.toml).")
 app.add_typer(retention_app, name="retention")
 
 
