@@ -81,8 +81,11 @@ def _with_reasons(
             pl.col("detail").unique(maintain_order=True).str.join("; ").alias("_detail"),
         )
     )
-    return frame.join(folded, on="_row", how="left", maintain_order="left").with_columns(
-        pl.col("_reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+    # join a narrow frame and attach its columns: joining the wide batch would copy it whole
+    aligned = frame.select("_row").join(folded, on="_row", how="left", maintain_order="left")
+    return frame.with_columns(
+        aligned["_reasons"].fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        aligned["_detail"],
     )
 
 
@@ -156,9 +159,10 @@ def assess_events(batch: pl.DataFrame, flags: list[Flag], ctx: EventContext) -> 
     candidates = frame.filter(clean)
     purchase_of = match_returns(candidates, ctx.stored_purchases)
     matched = candidates.select("_row").with_columns(purchase_of.alias("_purchase"))
-    frame = frame.join(matched, on="_row", how="left").with_columns(
-        pl.coalesce("ref_event_id", "_purchase").alias("ref_event_id")
-    )
+    purchase = frame.select("_row").join(matched, on="_row", how="left", maintain_order="left")[
+        "_purchase"
+    ]
+    frame = frame.with_columns(pl.coalesce(pl.col("ref_event_id"), purchase).alias("ref_event_id"))
     unmatched = (
         clean & (pl.col("type") == EventType.RETURN.value) & pl.col("ref_event_id").is_null()
     )
@@ -171,7 +175,7 @@ def assess_events(batch: pl.DataFrame, flags: list[Flag], ctx: EventContext) -> 
         .then(pl.lit("return matches no earlier purchase of this item by this customer"))
         .otherwise(pl.col("_detail"))
         .alias("_detail"),
-    ).drop("_purchase")
+    )
 
     near = near_duplicates(
         frame.with_columns(clean.alias("_candidate")),
