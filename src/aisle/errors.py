@@ -60,3 +60,7 @@ class NotFoundError(AisleError):
 
 class PrivacyBudgetError(AisleError):
     """A differentially private release would spend more than the dataset's budget."""
+
+
+class KeyRotationPendingError(SecretKeyError):
+    """The key chain has a key the store was not yet re-keyed with."""

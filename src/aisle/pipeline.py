@@ -22,7 +22,7 @@ from aisle.privacy import audit
 from aisle.privacy.consent import apply_withdrawals
 from aisle.privacy.erasure import erased_among
 from aisle.privacy.pii import scrub_columns
-from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
+from aisle.privacy.rotation import pseudonymiser_for
 from aisle.quality.assess import EventContext, ProductContext, assess_events, assess_products
 from aisle.quality.coerce import to_records
 from aisle.quality.drift import detect_drift
@@ -64,9 +64,11 @@ class Importer:
     def __init__(self, settings: Settings, store: Store, progress: Progress | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.pseudonymiser = Pseudonymiser(load_secret(settings))
+        self.pseudonymiser = pseudonymiser_for(store, settings)
         self.progress = progress or (lambda _stage: None)
         self._staged: dict[str, list[pl.DataFrame]] = {}
+        self._first_of: dict[str, str] = {}  # current pseudonym -> first-generation one
+        self._id_frame = pl.DataFrame()
 
     def _stage(self, table: str, frame: pl.DataFrame) -> None:
         """Hold ledger rows until the import's end: one large insert per table lets DuckDB
@@ -98,7 +100,9 @@ class Importer:
             path = self._resolve(given, adapter, kind, Path(scratch))
             self.progress(f"reading {path.name}")
             raw = read_source(path, adapter.read_options(kind))
-        frame = self.pseudonymiser.frame(raw.frame, adapter.user_columns)
+        frame, first, self._first_of = self.pseudonymiser.frames(raw.frame, adapter.user_columns)
+        # record ids hash the first-generation pseudonyms: they outlive key rotations
+        self._id_frame = first
         # free text customers wrote is scrubbed at the same boundary, before anything is kept
         frame, pii_found = scrub_columns(frame, adapter.text_columns)
         raw = RawBatch(frame, label, raw.sha256, raw.format, raw.malformed)
@@ -270,7 +274,7 @@ class Importer:
         if "_bad_encoding" in raw.frame.columns:
             canonical = canonical.with_columns(raw.frame["_bad_encoding"])
         given = "event_id" in canonical.columns and canonical["event_id"].null_count() == 0
-        id_frame = canonical if given else raw.frame
+        id_frame = canonical if given else self._id_frame
         id_columns = (
             ["event_id"] if given else [c for c in raw.frame.columns if not c.startswith("_")]
         )
@@ -286,7 +290,7 @@ class Importer:
                 epoch_unit=parsing.epoch_unit,
             )
             typed = typed.with_columns(ids.result().alias("event_id"))
-        typed = apply_withdrawals(self.store, typed)
+        typed = apply_withdrawals(self.store, typed, self._first_of)
         quality = self.settings.quality
         has_catalog = bool(self.store.scalar("SELECT count(*) > 0 FROM products"))
         if not adapter.checks_catalog:
@@ -317,7 +321,7 @@ class Importer:
             seen,
             stored_purchases,
             self._recent_events(typed, quality.near_duplicate_seconds),
-            erased_among(self.store, typed["user_id"]),
+            erased_among(self.store, typed["user_id"], self._first_of),
         )
         assessed = assess_events(typed, flags, event_ctx)
         accepted = self._write_outcome(

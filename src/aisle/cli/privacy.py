@@ -15,8 +15,8 @@ from aisle.privacy.compliance import write_html as write_compliance
 from aisle.privacy.consent import Purpose, withdraw
 from aisle.privacy.dp import ALL, release_popular, spent
 from aisle.privacy.erasure import erase, find_traces
-from aisle.privacy.pseudonymise import Pseudonymiser, load_secret
 from aisle.privacy.retention import apply_retention
+from aisle.privacy.rotation import pseudonymiser_for, rotate
 from aisle.storage import Store
 
 app = typer.Typer(help="Privacy: proof of erasure, audit, consent, retention, private releases.")
@@ -31,9 +31,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 def erase_command(user: UserOption, as_json: JsonOption = False) -> None:
     """Erase a customer (right to be forgotten): records, held rows, snapshots; keep them out."""
     config = settings()
-    pseudonym = Pseudonymiser(load_secret(config)).one(user.strip())
     with Store(config.home) as store:
-        receipt = erase(store, pseudonym)
+        keys = pseudonymiser_for(store, config)
+        pseudonym = keys.one(user.strip())
+        receipt = erase(store, pseudonym, subject=keys.first(user.strip()))
     if as_json:
         emit_json(receipt.to_json())
         return
@@ -52,8 +53,8 @@ def erase_command(user: UserOption, as_json: JsonOption = False) -> None:
 def verify_command(user: UserOption, as_json: JsonOption = False) -> None:
     """Prove that no trace of a customer is left in the store, snapshots or artifacts."""
     config = settings()
-    pseudonym = Pseudonymiser(load_secret(config)).one(user.strip())
     with Store(config.home) as store:
+        pseudonym = pseudonymiser_for(store, config).one(user.strip())
         traces = find_traces(store, pseudonym, raw_id=user.strip())
     if as_json:
         emit_json(traces.to_json())
@@ -109,9 +110,10 @@ def withdraw_command(
 ) -> None:
     """Withdraw a purpose: stored events lose it now, later imports never carry it."""
     config = settings()
-    pseudonym = Pseudonymiser(load_secret(config)).one(user.strip())
     with Store(config.home) as store:
-        changed = withdraw(store, pseudonym, purpose)
+        keys = pseudonymiser_for(store, config)
+        pseudonym = keys.one(user.strip())
+        changed = withdraw(store, pseudonym, purpose, subject=keys.first(user.strip()))
     if as_json:
         emit_json({"pseudonym": pseudonym, "purpose": purpose.value, "events": changed})
         return
@@ -190,3 +192,21 @@ def report_command(
     console.print(table)
     if written:
         console.print(f"report written to [bold]{written}[/bold]")
+
+
+@app.command("rotate-key")
+@guarded
+def rotate_key_command(as_json: JsonOption = False) -> None:
+    """Add a key and re-key every pseudonym in the store and its snapshots (the key itself is
+    never printed or logged)."""
+    config = settings()
+    with Store(config.home) as store:
+        outcome = rotate(store, config)
+    if as_json:
+        emit_json(outcome.to_json())
+        return
+    console.print(
+        f"key generation {outcome.generation}: {outcome.customers:,} customers re-keyed in "
+        f"{sum(outcome.rows.values()):,} rows, {outcome.payloads:,} held payloads and "
+        f"{outcome.snapshot_files} snapshot files"
+    )

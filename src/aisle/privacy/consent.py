@@ -19,7 +19,7 @@ class Purpose(StrEnum):
     ANALYTICS = "analytics"  # aggregates; without it, only differentially private ones
 
 
-def withdraw(store: Store, pseudonym: str, purpose: Purpose) -> int:
+def withdraw(store: Store, pseudonym: str, purpose: Purpose, subject: str | None = None) -> int:
     """Record the withdrawal and clear the flag on the customer's stored events; returns how
     many events changed. Later imports clear it too (see ``apply_withdrawals``)."""
     column = f"consent_{purpose.value}"
@@ -34,7 +34,7 @@ def withdraw(store: Store, pseudonym: str, purpose: Purpose) -> int:
         store.execute(f"UPDATE events SET {column} = false WHERE user_id = ?", [pseudonym])
         store.execute(
             "INSERT INTO consent_withdrawals VALUES (?, ?, ?)",
-            [subject_hash(pseudonym), purpose.value, datetime.now(UTC)],
+            [subject_hash(subject or pseudonym), purpose.value, datetime.now(UTC)],
         )
         audit.record(
             store, "consent_withdrawn", pseudonym, {"purpose": purpose.value, "events": changed}
@@ -42,11 +42,18 @@ def withdraw(store: Store, pseudonym: str, purpose: Purpose) -> int:
     return changed
 
 
-def apply_withdrawals(store: Store, events: pl.DataFrame) -> pl.DataFrame:
+def apply_withdrawals(
+    store: Store, events: pl.DataFrame, first_of: dict[str, str] | None = None
+) -> pl.DataFrame:
     """Clear the consent flags of customers who withdrew them, whatever the source says."""
     for purpose in Purpose:
         withdrawn = listed_among(
-            store, events["user_id"], "consent_withdrawals", "t.purpose = ?", [purpose.value]
+            store,
+            events["user_id"],
+            "consent_withdrawals",
+            "t.purpose = ?",
+            [purpose.value],
+            first_of=first_of,
         )
         if withdrawn.len():
             column = f"consent_{purpose.value}"

@@ -18,9 +18,11 @@ from aisle.storage import Store
 PERSONAL_TABLES = {"events": "user_id", "quarantine": "user_id", "duplicates": "user_id"}
 
 
-def erased_among(store: Store, pseudonyms: pl.Series) -> pl.Series:
+def erased_among(
+    store: Store, pseudonyms: pl.Series, first_of: dict[str, str] | None = None
+) -> pl.Series:
     """The pseudonyms (of those given) whose customers were erased."""
-    return listed_among(store, pseudonyms, "erased_users")
+    return listed_among(store, pseudonyms, "erased_users", first_of=first_of)
 
 
 @dataclass
@@ -61,10 +63,13 @@ def _snapshots_with(store: Store, pseudonym: str) -> list[Path]:
     return found
 
 
-def erase(store: Store, pseudonym: str) -> ErasureReceipt:
+def erase(store: Store, pseudonym: str, subject: str | None = None) -> ErasureReceipt:
     """Remove the customer's events, held and duplicate records and snapshot rows, keep them
     out of later imports, and write the receipt to the audit log, all in one transaction
-    (snapshots are rewritten after it commits)."""
+    (snapshots are rewritten after it commits). ``subject`` is the customer's
+    first-generation pseudonym, which the erasure list keeps (hashed) across key rotations;
+    with a single key it is the pseudonym itself."""
+    kept_as = subject_hash(subject or pseudonym)
     receipt = ErasureReceipt(pseudonym=pseudonym, erased_at=datetime.now(UTC))
     with store.transaction():
         for table, column in PERSONAL_TABLES.items():
@@ -73,13 +78,8 @@ def erase(store: Store, pseudonym: str) -> ErasureReceipt:
             )
             store.execute(f"DELETE FROM {table} WHERE {column} = ?", [pseudonym])
             receipt.removed[table] = count
-        if not store.scalar(
-            "SELECT count(*) FROM erased_users WHERE subject_hash = ?", [subject_hash(pseudonym)]
-        ):
-            store.execute(
-                "INSERT INTO erased_users VALUES (?, ?)",
-                [subject_hash(pseudonym), receipt.erased_at],
-            )
+        if not store.scalar("SELECT count(*) FROM erased_users WHERE subject_hash = ?", [kept_as]):
+            store.execute("INSERT INTO erased_users VALUES (?, ?)", [kept_as, receipt.erased_at])
         snapshots = _snapshots_with(store, pseudonym)
         receipt.snapshots_rewritten = len(snapshots)
         audit.record(store, "erasure", pseudonym, receipt.to_json())

@@ -53,47 +53,128 @@ def _check_secret(secret: str, origin: str) -> bytes:
     return value.encode()
 
 
-def load_secret(settings: Settings) -> bytes:
-    """The pseudonymisation key: AISLE_SECRET_KEY, else a 0600 key file made in home."""
-    if settings.secret_key is not None:
-        return _check_secret(settings.secret_key.get_secret_value(), "AISLE_SECRET_KEY")
-    path = Path(settings.home) / KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+def _key_file(settings: Settings) -> Path:
+    return Path(settings.home) / KEY_FILE
+
+
+def _check_file(path: Path) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise SecretKeyError(
             f"key file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`"
         )
-    return _check_secret(path.read_text(), f"key file {path}")
+
+
+def _write_key_file(path: Path, keys: list[str]) -> None:
+    """Write the keys (one per line, oldest first) through a 0600 temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(keys) + "\n")
+    os.replace(temporary, path)
+
+
+def load_keys(settings: Settings) -> list[bytes]:
+    """The key chain, oldest first: AISLE_SECRET_KEY (comma-separated), else the 0600 key
+    file in home (one key per line), made with one random key on first use."""
+    if settings.secret_key is not None:
+        values = settings.secret_key.get_secret_value().split(",")
+        return [_check_secret(v, "AISLE_SECRET_KEY") for v in values]
+    path = _key_file(settings)
+    if not path.exists():
+        _write_key_file(path, [secrets.token_hex(32)])
+    _check_file(path)
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return [_check_secret(line, f"key file {path}") for line in lines or [""]]
+
+
+def load_secret(settings: Settings) -> bytes:
+    """The first key of the chain (the one every pseudonym starts from)."""
+    return load_keys(settings)[0]
+
+
+def add_key(settings: Settings) -> None:
+    """Append a new random key to the key file (a rotation's first step)."""
+    if settings.secret_key is not None:
+        raise SecretKeyError(
+            "the keys come from AISLE_SECRET_KEY: append a new random key to it "
+            "(comma-separated, oldest first) and run `aisle privacy rotate-key` again"
+        )
+    path = _key_file(settings)
+    keys = [k.decode() for k in load_keys(settings)]
+    _write_key_file(path, [*keys, secrets.token_hex(32)])
 
 
 class Pseudonymiser:
-    """Maps raw identifiers to stable keyed pseudonyms (HMAC-SHA256, hex, truncated)."""
+    """Maps raw identifiers to stable keyed pseudonyms along a chain of keys.
 
-    def __init__(self, key: bytes) -> None:
-        self._key = key
+    The first key makes the first pseudonym, HMAC-SHA256(k1, raw) in hex, truncated; each
+    later key (added by a rotation) re-keys it: HMAC-SHA256(k, previous). Stored customer
+    columns hold the last; record ids and the erasure and consent lists use the first, so
+    they stay valid across rotations.
+    """
+
+    def __init__(self, keys: bytes | list[bytes]) -> None:
+        self._keys = [keys] if isinstance(keys, bytes) else list(keys)
+
+    @staticmethod
+    def _hmac(key: bytes, text: str) -> str:
+        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+
+    @property
+    def generation(self) -> int:
+        """How many keys the chain has."""
+        return len(self._keys)
+
+    def fingerprints(self) -> list[str]:
+        """A check value per key, to tell whether a store was made with this chain."""
+        return [self._hmac(key, "aisle key check")[:16] for key in self._keys]
+
+    def first(self, raw: str) -> str:
+        """The first-generation pseudonym of a raw identifier."""
+        return self._hmac(self._keys[0], raw)
+
+    def rekey(self, pseudonym: str, start: int = 1) -> str:
+        """A pseudonym of generation ``start`` carried through the later keys."""
+        for key in self._keys[start:]:
+            pseudonym = self._hmac(key, pseudonym)
+        return pseudonym
 
     def one(self, raw: str) -> str:
-        """The pseudonym of one raw identifier."""
-        digest = hmac.new(self._key, raw.encode(), hashlib.sha256).hexdigest()
-        return digest[:PSEUDONYM_HEX]
+        """The (current) pseudonym of one raw identifier."""
+        return self.rekey(self.first(raw))
+
+    def _mappings(self, values: pl.Series) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        distinct = values.cast(pl.String).drop_nulls().unique().to_list()
+        first = {raw: (self.first(key) if (key := raw.strip()) else None) for raw in distinct}
+        current = {raw: (self.rekey(p) if p else None) for raw, p in first.items()}
+        return current, first
 
     def series(self, values: pl.Series) -> pl.Series:
         """Pseudonymise a column; hashes each distinct value once, keeps nulls and blanks null."""
-        text = values.cast(pl.String)
-        distinct = text.drop_nulls().unique()
-        mapping = {
-            raw: (self.one(key) if (key := raw.strip()) else None) for raw in distinct.to_list()
-        }
-        return text.replace_strict(mapping, default=None, return_dtype=pl.String)
+        current, _ = self._mappings(values)
+        return values.cast(pl.String).replace_strict(current, default=None, return_dtype=pl.String)
 
     def frame(self, frame: pl.DataFrame, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
         """Replace every listed column that the frame has by its pseudonyms."""
+        return self.frames(frame, columns)[0]
+
+    def frames(
+        self, frame: pl.DataFrame, columns: list[str] | tuple[str, ...]
+    ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, str]]:
+        """The frame with current pseudonyms, the same with first-generation ones, and the map
+        from each current pseudonym to its first."""
         present = [name for name in columns if name in frame.columns]
-        if not present:
-            return frame
-        return frame.with_columns([self.series(frame[name]) for name in present])
+        current_frame, first_frame, back = frame, frame, {}
+        for name in present:
+            current, first = self._mappings(frame[name])
+            text = frame[name].cast(pl.String)
+            current_frame = current_frame.with_columns(
+                text.replace_strict(current, default=None, return_dtype=pl.String)
+            )
+            first_frame = first_frame.with_columns(
+                text.replace_strict(first, default=None, return_dtype=pl.String)
+            )
+            back.update({c: first[raw] for raw, c in current.items() if c and first[raw]})
+        return current_frame, first_frame, back  # type: ignore[return-value]

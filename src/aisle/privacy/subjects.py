@@ -17,14 +17,22 @@ def subject_hash(pseudonym: str) -> str:
 
 def listed_among(
     store: Store, pseudonyms: pl.Series, table: str, where: str = "TRUE",
-    params: list[Any] | None = None,
+    params: list[Any] | None = None, *, first_of: dict[str, str] | None = None,
 ) -> pl.Series:  # fmt: skip
-    """Those of the given pseudonyms whose hash is in ``table`` (rows matching ``where``)."""
+    """Those of the given pseudonyms whose subject is in ``table`` (rows matching ``where``).
+
+    Lists hold hashes of first-generation pseudonyms (which key rotation does not change);
+    ``first_of`` maps current pseudonyms to them (identity when the chain has one key).
+    """
     distinct = pseudonyms.drop_nulls().unique()
     if distinct.len() == 0:
         return distinct
+    first_of = first_of or {}
     hashes = pl.DataFrame(
-        {"pseudonym": distinct, "subject_hash": [subject_hash(p) for p in distinct.to_list()]}
+        {
+            "pseudonym": distinct,
+            "subject_hash": [subject_hash(first_of.get(p, p)) for p in distinct.to_list()],
+        }
     )
     with store.registered("_candidates", hashes):
         found = store.query(

@@ -154,4 +154,12 @@ MIGRATIONS: Final[list[str]] = [
         params VARCHAR NOT NULL              -- JSON: mechanism, scale, bounds
     );
     """,
+    # 5: which key chain the store's pseudonyms were made with
+    """
+    CREATE TABLE key_state (
+        generation INTEGER NOT NULL,
+        fingerprints VARCHAR NOT NULL,       -- JSON list: a check value per key, never a key
+        changed_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]
