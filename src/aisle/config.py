@@ -113,6 +113,26 @@ class PrivacySettings(BaseModel):
     contribution_bound: float = Field(
         2.0, description="Largest L2 norm of one customer's contribution to a release."
     )
+    k_anonymity: int = Field(
+        5, description="Exports refuse quasi-identifier combinations shared by fewer people."
+    )
+    quasi_identifiers: list[str] = Field(
+        default_factory=lambda: [
+            "age",
+            "gender",
+            "sex",
+            "zip",
+            "zip_code",
+            "postcode",
+            "postal_code",
+            "country",
+            "city",
+            "birth_year",
+            "birth_date",
+            "occupation",
+        ],
+        description="Columns that, combined, can single a person out.",
+    )
 
 
 class IngestSettings(BaseModel):

@@ -1,4 +1,4 @@
-"""`aisle erase`, and `aisle privacy verify|audit|consent|retention|release|report`."""
+"""`aisle erase` and the `aisle privacy` commands: proof, audit, consent, releases, keys."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from aisle.privacy.compliance import write_html as write_compliance
 from aisle.privacy.consent import Purpose, withdraw
 from aisle.privacy.dp import ALL, release_popular, spent
 from aisle.privacy.erasure import erase, find_traces
+from aisle.privacy.exports import export
 from aisle.privacy.retention import apply_retention
 from aisle.privacy.rotation import pseudonymiser_for, rotate
 from aisle.storage import Store
@@ -209,4 +210,32 @@ def rotate_key_command(as_json: JsonOption = False) -> None:
         f"key generation {outcome.generation}: {outcome.customers:,} customers re-keyed in "
         f"{sum(outcome.rows.values()):,} rows, {outcome.payloads:,} held payloads and "
         f"{outcome.snapshot_files} snapshot files"
+    )
+
+
+@app.command("export")
+@guarded
+def export_command(
+    what: Annotated[str, typer.Argument(help="A table of the store, or a SELECT query.")],
+    to: Annotated[Path, typer.Option("--to", help="CSV or .parquet file to write.")],
+    quasi: Annotated[
+        str | None, typer.Option(help="Quasi-identifier columns, comma-separated [from config].")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write even below k-anonymity (audited).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Export data, refusing rows a rare quasi-identifier combination could single out."""
+    config = settings()
+    columns = [c.strip() for c in quasi.split(",") if c.strip()] if quasi else None
+    with Store(config.home) as store:
+        outcome = export(store, what, to, config.privacy, quasi=columns, force=force)
+    if as_json:
+        emit_json(outcome.to_json())
+        return
+    console.print(
+        f"{outcome.rows:,} rows written to {outcome.path}; smallest group over "
+        f"{' x '.join(outcome.quasi_identifiers) or '(no quasi-identifier)'}: "
+        f"{outcome.smallest_group}" + (" [yellow](forced)[/yellow]" if outcome.forced else "")
     )
