@@ -72,3 +72,32 @@ def test_utility_on_uci(shared_data: Path, tmp_path: Path) -> None:
             for _ in range(3)
         ]  # fmt: skip
     assert np.median(overlaps) >= 0.85  # at epsilon 10; epsilon 1 is measured in benchmarks
+
+
+def test_trending_and_categories_spend_the_same_budget(settings: Settings, tmp_path: Path) -> None:
+    """Best Buy: trending over the last week of clicks-turned-purchases and category counts."""
+    from tests.conftest import write_csv
+
+    write_csv(
+        tmp_path / "p.csv",
+        ["item_id", "title", "category_path"],
+        [("A", "Halo", "Games > Shooter"), ("B", "Forza", "Games > Racing"), ("C", "Pad", "Kit")],
+    )
+    rows = [(f"u{i}", "A" if i % 3 else "C", "purchase", "1", "10", f"2024-01-{1 + i % 20:02d}")
+            for i in range(60)]  # fmt: skip
+    write_csv(
+        tmp_path / "e.csv", ["user_id", "item_id", "type", "value", "price", "timestamp"], rows
+    )
+    ingest("products", tmp_path / "p.csv", "canonical", settings)
+    ingest("events", tmp_path / "e.csv", "canonical", settings)
+    policy = PrivacySettings(epsilon_budget=3.0)
+    from aisle.privacy.dp import release
+
+    with Store(settings.home) as store:
+        trending = release(store, policy, "trending", epsilon=1.0, top=2, days=7)
+        categories = release(store, policy, "categories", epsilon=1.0, top=3)
+        assert spent(store, "all") == 2.0
+        with pytest.raises(PrivacyBudgetError):
+            release(store, policy, "categories", epsilon=1.5)
+    assert trending.items.columns == ["item_id", "title", "score"] and trending.items.height == 2
+    assert set(categories.items["category"]) == {"Games", "Kit"}

@@ -13,7 +13,7 @@ from aisle.privacy import audit
 from aisle.privacy.compliance import build as build_compliance
 from aisle.privacy.compliance import write_html as write_compliance
 from aisle.privacy.consent import Purpose, withdraw
-from aisle.privacy.dp import ALL, release_popular, spent
+from aisle.privacy.dp import ALL, Release, release, spent
 from aisle.privacy.erasure import erase, find_traces
 from aisle.privacy.exports import export
 from aisle.privacy.retention import apply_retention
@@ -139,28 +139,68 @@ release_app = typer.Typer(help="Differentially private releases (each spends pri
 app.add_typer(release_app, name="release")
 
 
+def _show_release(result: Release, left: float, as_json: bool) -> None:
+    if as_json:
+        emit_json({**result.to_json(), "budget_left": left})
+        return
+    table = Table(
+        title=f"{result.what} ({result.dataset}, epsilon {result.epsilon:g}, budget left {left:g})"
+    )
+    columns = [c for c in result.items.columns if c != "title" or result.what != "categories"]
+    table.add_column("rank")
+    for name in columns:
+        table.add_column(name)
+    for rank, row in enumerate(result.items.iter_rows(named=True), start=1):
+        table.add_row(str(rank), *[str(row[c] if row[c] is not None else "") for c in columns])
+    console.print(table)
+
+
+EpsilonOption = Annotated[float, typer.Option(help="Privacy cost of this release.")]
+TopOption = Annotated[int, typer.Option(help="How many to release.")]
+DatasetOption = Annotated[str, typer.Option(help="An events source (adapter), or 'all'.")]
+
+
+def _release(
+    what: str, epsilon: float, top: int, dataset: str, days: int | None, as_json: bool
+) -> None:
+    config = settings()
+    with Store(config.home) as store:
+        result = release(
+            store, config.privacy, what, epsilon=epsilon, top=top, dataset=dataset, days=days
+        )
+        left = config.privacy.epsilon_budget - spent(store, dataset)
+    _show_release(result, left, as_json)
+
+
 @release_app.command("popular")
 @guarded
 def popular_command(
-    epsilon: Annotated[float, typer.Option(help="Privacy cost of this release.")] = 1.0,
-    top: Annotated[int, typer.Option(help="How many items.")] = 100,
-    dataset: Annotated[str, typer.Option(help="An events source (adapter), or 'all'.")] = ALL,
+    epsilon: EpsilonOption = 1.0, top: TopOption = 100, dataset: DatasetOption = ALL,
     as_json: JsonOption = False,
-) -> None:
+) -> None:  # fmt: skip
     """The most popular items, with differential privacy; refused past the budget."""
-    config = settings()
-    with Store(config.home) as store:
-        release = release_popular(store, config.privacy, epsilon=epsilon, top=top, dataset=dataset)
-        left = config.privacy.epsilon_budget - spent(store, dataset)
-    if as_json:
-        emit_json({**release.to_json(), "budget_left": left})
-        return
-    table = Table(title=f"popular items ({dataset}, epsilon {epsilon:g}, budget left {left:g})")
-    for name in ("rank", "item_id", "title", "score"):
-        table.add_column(name)
-    for rank, row in enumerate(release.items.iter_rows(named=True), start=1):
-        table.add_row(str(rank), row["item_id"], row["title"] or "", f"{row['score']:.1f}")
-    console.print(table)
+    _release("popular", epsilon, top, dataset, None, as_json)
+
+
+@release_app.command("trending")
+@guarded
+def trending_command(
+    epsilon: EpsilonOption = 1.0, top: TopOption = 100, dataset: DatasetOption = ALL,
+    days: Annotated[int, typer.Option(help="Look back this many days from the last sale.")] = 30,
+    as_json: JsonOption = False,
+) -> None:  # fmt: skip
+    """The items most bought lately, with differential privacy."""
+    _release("trending", epsilon, top, dataset, days, as_json)
+
+
+@release_app.command("categories")
+@guarded
+def categories_command(
+    epsilon: EpsilonOption = 1.0, top: TopOption = 100, dataset: DatasetOption = ALL,
+    as_json: JsonOption = False,
+) -> None:  # fmt: skip
+    """How many customers buy in each category, with differential privacy."""
+    _release("categories", epsilon, top, dataset, None, as_json)
 
 
 @app.command("report")

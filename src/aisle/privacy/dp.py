@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -71,24 +71,112 @@ def spent(store: Store, dataset: str) -> float:
     )
 
 
-def bounded_popularity(store: Store, dataset: str, bound: float) -> pl.DataFrame:
-    """Per catalog item, the sum over customers of their bounded weight (exact: not private)."""
-    where = "" if dataset == ALL else "AND e.source = ?"
-    params: list[Any] = [bound] if dataset == ALL else [dataset, bound]
+def bounded_sums(
+    store: Store,
+    dataset: str,
+    bound: float,
+    *,
+    by: str = "item",
+    since: datetime | None = None,
+) -> pl.DataFrame:
+    """Per catalog item (or first-level category), the sum over customers of their bounded
+    weight: each customer's set of bought items (categories) scaled to L2 norm ``bound``.
+    Exact, so not private: ``release`` adds the noise. The domain is the public catalog."""
+    where, params = "", list[Any]()
+    if dataset != ALL:
+        where += " AND e.source = ?"
+        params.append(dataset)
+    if since is not None:
+        where += " AND e.timestamp >= ?"
+        params.append(since)
+    key = "p.item_id" if by == "item" else "coalesce(p.category_path[1], '(none)')"
+    label = "any_value(p.title)" if by == "item" else "NULL"
     return store.query(
         f"""
         WITH bought AS (
-            SELECT DISTINCT e.user_id, e.item_id FROM events e
+            SELECT DISTINCT e.user_id, {key} AS key FROM events e
+            JOIN products p USING (item_id)
             WHERE e.type = 'purchase' AND e.user_id IS NOT NULL {where}),
         weighted AS (
-            SELECT item_id, least(1.0, ? / sqrt(count(*) OVER (PARTITION BY user_id))) AS w
-            FROM bought)
-        SELECT p.item_id, any_value(p.title) AS title, coalesce(sum(w.w), 0) AS exact
-        FROM products p LEFT JOIN weighted w USING (item_id)
-        GROUP BY p.item_id ORDER BY p.item_id
+            SELECT key, least(1.0, ? / sqrt(count(*) OVER (PARTITION BY user_id))) AS w
+            FROM bought),
+        domain AS (SELECT {key} AS key, {label} AS title FROM products p GROUP BY 1)
+        SELECT d.key, d.title, coalesce(sum(w.w), 0) AS exact
+        FROM domain d LEFT JOIN weighted w USING (key)
+        GROUP BY d.key, d.title ORDER BY d.key
         """,
-        params,
+        [*params, bound],
     )
+
+
+#: What can be released: the statistic's grouping and whether it looks back only N days.
+RELEASES = {"popular": "item", "trending": "item", "categories": "category"}
+
+
+def release(
+    store: Store,
+    settings: PrivacySettings,
+    what: str,
+    *,
+    epsilon: float,
+    top: int = 100,
+    dataset: str = ALL,
+    days: int | None = None,
+) -> Release:
+    """The ``top`` items (``popular``; ``trending``: over the last ``days``) or categories by
+    a differentially private score, refused when the dataset's budget cannot pay
+    ``epsilon``; recorded in the ledger and the audit log."""
+    if what not in RELEASES:
+        raise PrivacyBudgetError(f"no release called {what!r}; choose from {', '.join(RELEASES)}")
+    if epsilon <= 0:
+        raise PrivacyBudgetError("epsilon must be positive")
+    already = spent(store, dataset)
+    if already + epsilon > settings.epsilon_budget + 1e-12:
+        raise PrivacyBudgetError(
+            f"dataset {dataset!r} has spent epsilon {already:g} of its budget "
+            f"{settings.epsilon_budget:g}; a release of {epsilon:g} would exceed it"
+        )
+    since = None
+    if what == "trending":
+        latest = store.scalar("SELECT max(timestamp) FROM events WHERE type = 'purchase'")
+        since = (latest or datetime.now(UTC)) - timedelta(days=days or 30)
+    sums = bounded_sums(store, dataset, settings.contribution_bound, by=RELEASES[what], since=since)
+    mechanism, scale = gaussian(epsilon, settings.delta, settings.contribution_bound)
+    noisy = np.asarray(mechanism(sums["exact"].cast(pl.Float64).to_list()), dtype=float)
+    ranked = (
+        sums.select(
+            pl.col("key").alias("item_id" if RELEASES[what] == "item" else "category"), "title"
+        )
+        .with_columns(pl.Series("score", noisy).round(1))
+        .sort(["score"], descending=True, maintain_order=True)
+        .head(top)
+    )
+    if RELEASES[what] == "category":
+        ranked = ranked.drop("title")
+    result = Release(dataset, what, epsilon, settings.delta, scale, ranked)
+    params = {
+        "mechanism": "gaussian (zCDP -> approx DP)",
+        "scale": scale,
+        "l2_bound": settings.contribution_bound,
+        "top": top,
+        "since": since.isoformat() if since else None,
+    }
+    with store.transaction():
+        last = store.scalar("SELECT coalesce(max(release_id), 0) FROM privacy_releases")
+        store.execute(
+            "INSERT INTO privacy_releases VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                int(last) + 1,
+                dataset,
+                what,
+                epsilon,
+                settings.delta,
+                datetime.now(UTC),
+                json.dumps(params),
+            ],
+        )
+        audit.record(store, "release", dataset, {"what": what, "epsilon": epsilon, **params})
+    return result
 
 
 def release_popular(
@@ -99,48 +187,10 @@ def release_popular(
     top: int = 100,
     dataset: str = ALL,
 ) -> Release:
-    """The ``top`` most popular catalog items by a differentially private popularity score,
-    refused when the dataset's budget cannot pay ``epsilon``; the release is recorded in the
-    ledger and the audit log."""
-    if epsilon <= 0:
-        raise PrivacyBudgetError("epsilon must be positive")
-    already = spent(store, dataset)
-    if already + epsilon > settings.epsilon_budget + 1e-12:
-        raise PrivacyBudgetError(
-            f"dataset {dataset!r} has spent epsilon {already:g} of its budget "
-            f"{settings.epsilon_budget:g}; a release of {epsilon:g} would exceed it"
-        )
-    sums = bounded_popularity(store, dataset, settings.contribution_bound)
-    mechanism, scale = gaussian(epsilon, settings.delta, settings.contribution_bound)
-    noisy = np.asarray(mechanism(sums["exact"].cast(pl.Float64).to_list()), dtype=float)
-    ranked = (
-        sums.select("item_id", "title")
-        .with_columns(pl.Series("score", noisy).round(1))
-        .sort(["score", "item_id"], descending=[True, False])
-        .head(top)
-    )
-    release = Release(dataset, "popular", epsilon, settings.delta, scale, ranked)
-    with store.transaction():
-        release_id = int(
-            store.scalar("SELECT coalesce(max(release_id), 0) + 1 FROM privacy_releases")
-        )
-        params = {
-            "mechanism": "gaussian (zCDP -> approx DP)",
-            "scale": scale,
-            "l2_bound": settings.contribution_bound,
-            "top": top,
-        }
-        store.execute(
-            "INSERT INTO privacy_releases VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                release_id,
-                dataset,
-                "popular",
-                epsilon,
-                settings.delta,
-                datetime.now(UTC),
-                json.dumps(params),
-            ],
-        )
-        audit.record(store, "release", dataset, {"what": "popular", "epsilon": epsilon, **params})
-    return release
+    """The ``top`` most popular catalog items (see ``release``)."""
+    return release(store, settings, "popular", epsilon=epsilon, top=top, dataset=dataset)
+
+
+def bounded_popularity(store: Store, dataset: str, bound: float) -> pl.DataFrame:
+    """Per catalog item, the bounded sums behind ``popular`` (item_id, title, exact)."""
+    return bounded_sums(store, dataset, bound).rename({"key": "item_id"})
