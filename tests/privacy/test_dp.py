@@ -101,3 +101,20 @@ def test_trending_and_categories_spend_the_same_budget(settings: Settings, tmp_p
             release(store, policy, "categories", epsilon=1.5)
     assert trending.items.columns == ["item_id", "title", "score"] and trending.items.height == 2
     assert set(categories.items["category"]) == {"Games", "Kit"}
+
+
+@pytest.mark.integration
+def test_search_suggestions_on_real_queries(shared_data: Path, tmp_path: Path) -> None:
+    """Best Buy queries: the popular ones come out, no query typed by few customers does."""
+    from aisle.privacy.dp import query_counts, release
+    from tests.conftest import TEST_SECRET
+
+    config = Settings(home=tmp_path / "home", secret_key=TEST_SECRET)
+    ingest("events", shared_data / "bestbuy-small-xbox", "bestbuy-clicks", config)
+    with Store(config.home) as store:
+        exact = query_counts(store, "all", 5)
+        result = release(store, PrivacySettings(), "suggestions", epsilon=1.0, top=20)
+    top_exact = sorted(exact, key=lambda q: -exact[q])[:20]
+    released = result.items["query"].to_list()
+    assert len(set(released) & set(top_exact)) >= 15
+    assert min(exact[q] for q in released) > 20  # rare queries are suppressed by the threshold

@@ -203,6 +203,17 @@ def categories_command(
     _release("categories", epsilon, top, dataset, None, as_json)
 
 
+@release_app.command("suggestions")
+@guarded
+def suggestions_command(
+    epsilon: EpsilonOption = 1.0, top: TopOption = 20, dataset: DatasetOption = ALL,
+    as_json: JsonOption = False,
+) -> None:  # fmt: skip
+    """Popular search queries, with differential privacy: a query few customers typed never
+    appears, whatever its count."""
+    _release("suggestions", epsilon, top, dataset, None, as_json)
+
+
 @app.command("report")
 @guarded
 def report_command(

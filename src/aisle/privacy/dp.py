@@ -9,6 +9,7 @@ public, so ranking the noisy sums is post-processing.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,7 +111,53 @@ def bounded_sums(
 
 
 #: What can be released: the statistic's grouping and whether it looks back only N days.
-RELEASES = {"popular": "item", "trending": "item", "categories": "category"}
+RELEASES = {
+    "popular": "item", "trending": "item", "categories": "category", "suggestions": "query",
+}  # fmt: skip
+#: Distinct queries one customer may add to the suggestions.
+QUERIES_PER_CUSTOMER = 5
+
+
+def thresholded_gaussian(
+    epsilon: float, delta: float, keys_per_customer: int
+) -> tuple[dp.Measurement, float, float]:
+    """OpenDP's Gaussian mechanism with a threshold, for counts over an unknown domain (search
+    queries): each customer adds 1 to at most ``keys_per_customer`` keys. Returns it, its
+    noise scale and its threshold, calibrated to (epsilon, delta) in total."""
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=float, nan=False))
+    metric = dp.l02inf_distance(dp.absolute_distance(T=float))
+    d_in = (keys_per_customer, math.sqrt(keys_per_customer), 1.0)
+    # the threshold keeps a key seen by few customers out with probability about 1 - delta / 2
+    tail = math.sqrt(2 * math.log(2 * keys_per_customer / delta))
+
+    def make(scale: float) -> dp.Measurement:
+        base = dp.m.make_gaussian_threshold(domain, metric, scale=scale, threshold=1 + scale * tail)
+        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(base), delta=delta)
+
+    scale = float(dp.binary_search_param(make, d_in=d_in, d_out=(epsilon, delta)))
+    return make(scale), scale, 1 + scale * tail
+
+
+def query_counts(store: Store, dataset: str, per_customer: int) -> dict[str, float]:
+    """Customers per normalised query, each customer counting for at most ``per_customer`` of
+    their own most frequent queries (exact: not private)."""
+    where, params = "", list[Any]()
+    if dataset != ALL:
+        where, params = " AND source = ?", [dataset]
+    rows = store.query(
+        f"""
+        WITH asked AS (
+            SELECT user_id, lower(trim(regexp_replace(query, '\\s+', ' ', 'g'))) AS q,
+                   count(*) AS n
+            FROM events WHERE query IS NOT NULL AND user_id IS NOT NULL {where} GROUP BY 1, 2),
+        kept AS (
+            SELECT q FROM asked WHERE q <> ''
+            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY n DESC, q) <= ?)
+        SELECT q, count(*) AS customers FROM kept GROUP BY q
+        """,
+        [*params, per_customer],
+    )
+    return {q: float(c) for q, c in rows.iter_rows()}
 
 
 def release(
@@ -136,6 +183,8 @@ def release(
             f"dataset {dataset!r} has spent epsilon {already:g} of its budget "
             f"{settings.epsilon_budget:g}; a release of {epsilon:g} would exceed it"
         )
+    if what == "suggestions":
+        return _release_suggestions(store, settings, epsilon=epsilon, top=top, dataset=dataset)
     since = None
     if what == "trending":
         latest = store.scalar("SELECT max(timestamp) FROM events WHERE type = 'purchase'")
@@ -161,22 +210,48 @@ def release(
         "top": top,
         "since": since.isoformat() if since else None,
     }
+    _ledger(store, dataset, what, (epsilon, settings.delta), params)
+    return result
+
+
+def _release_suggestions(
+    store: Store, settings: PrivacySettings, *, epsilon: float, top: int, dataset: str
+) -> Release:
+    mechanism, scale, threshold = thresholded_gaussian(
+        epsilon, settings.delta, QUERIES_PER_CUSTOMER
+    )
+    noisy = mechanism(query_counts(store, dataset, QUERIES_PER_CUSTOMER))
+    ranked = (
+        pl.DataFrame(
+            {"query": list(noisy), "score": [round(v, 1) for v in noisy.values()]},
+            schema={"query": pl.String, "score": pl.Float64},
+        )
+        .sort(["score", "query"], descending=[True, False])
+        .head(top)
+    )
+    params = {
+        "mechanism": "gaussian with threshold (zCDP -> approx DP)",
+        "scale": scale,
+        "threshold": threshold,
+        "queries_per_customer": QUERIES_PER_CUSTOMER,
+        "top": top,
+    }
+    _ledger(store, dataset, "suggestions", (epsilon, settings.delta), params)
+    return Release(dataset, "suggestions", epsilon, settings.delta, scale, ranked)
+
+
+def _ledger(
+    store: Store, dataset: str, what: str, cost: tuple[float, float], params: dict[str, Any]
+) -> None:
+    """Record a release in the budget ledger and the audit log."""
+    epsilon, delta = cost
     with store.transaction():
         last = store.scalar("SELECT coalesce(max(release_id), 0) FROM privacy_releases")
         store.execute(
             "INSERT INTO privacy_releases VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                int(last) + 1,
-                dataset,
-                what,
-                epsilon,
-                settings.delta,
-                datetime.now(UTC),
-                json.dumps(params),
-            ],
+            [int(last) + 1, dataset, what, epsilon, delta, datetime.now(UTC), json.dumps(params)],
         )
         audit.record(store, "release", dataset, {"what": what, "epsilon": epsilon, **params})
-    return result
 
 
 def release_popular(
