@@ -298,15 +298,7 @@ class Importer:
             result.notes.append(f"unknown-item check off: {adapter.name} has no catalog")
         elif not has_catalog and quality.check_unknown_items:
             result.notes.append("unknown-item check skipped: the catalog is empty")
-        batch_ids = typed.select("event_id")
-        with self.store.registered("_batch_ids", batch_ids):
-            seen = self.store.query(
-                "SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM _batch_ids) "
-                "UNION ALL SELECT record_id FROM quarantine WHERE kind = 'events' "
-                "AND record_id IN (SELECT event_id FROM _batch_ids) "
-                "UNION ALL SELECT record_id FROM duplicates WHERE kind = 'events' "
-                "AND record_id IN (SELECT event_id FROM _batch_ids)"
-            )["event_id"]
+        seen = self._seen(RecordKind.EVENTS, typed["event_id"], "events", "event_id")
         returners = typed.filter(pl.col("type") == "return").select("user_id", "item_id").unique()
         with self.store.registered("_returners", returners):
             stored_purchases = self.store.query(
@@ -335,6 +327,18 @@ class Importer:
         self.store.append("events", accepted.select([*EVENT_SCHEMA, "import_id"]))
         self._profile(result, accepted.select(list(EVENT_SCHEMA)))
         return result
+
+    def _seen(self, kind: RecordKind, ids: pl.Series, table: str, column: str) -> pl.Series:
+        """Which of these record ids the store has already: kept, held or marked duplicate."""
+        with self.store.registered("_batch_ids", ids.rename("id").to_frame()):
+            return self.store.query(
+                f"SELECT {column} AS id FROM {table} WHERE {column} IN (SELECT id FROM _batch_ids) "
+                "UNION ALL SELECT record_id FROM quarantine WHERE kind = ? "
+                "AND record_id IN (SELECT id FROM _batch_ids) "
+                "UNION ALL SELECT record_id FROM duplicates WHERE kind = ? "
+                "AND record_id IN (SELECT id FROM _batch_ids)",
+                [kind.value, kind.value],
+            )["id"]
 
     def _recent_events(self, typed: pl.DataFrame, windows: dict[str, float]) -> pl.DataFrame:
         """Stored events that a burst in this batch may have begun with: same user, item and
@@ -381,14 +385,7 @@ class Importer:
         ).with_columns(
             content_ids(typed, _PRODUCT_CONTENT, "product").alias("record_id"),
         )
-        with self.store.registered("_batch_ids", typed.select("record_id")):
-            seen = self.store.query(
-                "SELECT record_id FROM product_versions WHERE record_id IN "
-                "(SELECT record_id FROM _batch_ids) UNION ALL SELECT record_id FROM quarantine "
-                "WHERE kind = 'products' AND record_id IN (SELECT record_id FROM _batch_ids) "
-                "UNION ALL SELECT record_id FROM duplicates WHERE kind = 'products' "
-                "AND record_id IN (SELECT record_id FROM _batch_ids)"
-            )["record_id"]
+        seen = self._seen(RecordKind.PRODUCTS, typed["record_id"], "product_versions", "record_id")
         assessed = assess_products(typed, flags, ProductContext(self.settings.quality, seen))
         accepted = self._write_outcome(
             result=result,

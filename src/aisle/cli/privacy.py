@@ -135,10 +135,6 @@ def retention_command(as_json: JsonOption = False) -> None:
         console.print(f"{name.replace('_', ' ')}: {value:,}")
 
 
-release_app = typer.Typer(help="Differentially private releases (each spends privacy budget).")
-app.add_typer(release_app, name="release")
-
-
 def _show_release(result: Release, left: float, as_json: bool) -> None:
     if as_json:
         emit_json({**result.to_json(), "budget_left": left})
@@ -155,14 +151,23 @@ def _show_release(result: Release, left: float, as_json: bool) -> None:
     console.print(table)
 
 
-EpsilonOption = Annotated[float, typer.Option(help="Privacy cost of this release.")]
-TopOption = Annotated[int, typer.Option(help="How many to release.")]
-DatasetOption = Annotated[str, typer.Option(help="An events source (adapter), or 'all'.")]
-
-
-def _release(
-    what: str, epsilon: float, top: int, dataset: str, days: int | None, as_json: bool
+@app.command("release")
+@guarded
+def release_command(
+    what: Annotated[
+        str,
+        typer.Argument(
+            help="popular (items), trending (items bought lately), categories, or "
+            "suggestions (search queries: one few customers typed never appears)."
+        ),
+    ],
+    epsilon: Annotated[float, typer.Option(help="Privacy cost of this release.")] = 1.0,
+    top: Annotated[int, typer.Option(help="How many to release.")] = 100,
+    dataset: Annotated[str, typer.Option(help="An events source (adapter), or 'all'.")] = ALL,
+    days: Annotated[int, typer.Option(help="trending: days back from the last sale.")] = 30,
+    as_json: JsonOption = False,
 ) -> None:
+    """Release a statistic with differential privacy; refused past the dataset's budget."""
     config = settings()
     with Store(config.home) as store:
         result = release(
@@ -170,48 +175,6 @@ def _release(
         )
         left = config.privacy.epsilon_budget - spent(store, dataset)
     _show_release(result, left, as_json)
-
-
-@release_app.command("popular")
-@guarded
-def popular_command(
-    epsilon: EpsilonOption = 1.0, top: TopOption = 100, dataset: DatasetOption = ALL,
-    as_json: JsonOption = False,
-) -> None:  # fmt: skip
-    """The most popular items, with differential privacy; refused past the budget."""
-    _release("popular", epsilon, top, dataset, None, as_json)
-
-
-@release_app.command("trending")
-@guarded
-def trending_command(
-    epsilon: EpsilonOption = 1.0, top: TopOption = 100, dataset: DatasetOption = ALL,
-    days: Annotated[int, typer.Option(help="Look back this many days from the last sale.")] = 30,
-    as_json: JsonOption = False,
-) -> None:  # fmt: skip
-    """The items most bought lately, with differential privacy."""
-    _release("trending", epsilon, top, dataset, days, as_json)
-
-
-@release_app.command("categories")
-@guarded
-def categories_command(
-    epsilon: EpsilonOption = 1.0, top: TopOption = 100, dataset: DatasetOption = ALL,
-    as_json: JsonOption = False,
-) -> None:  # fmt: skip
-    """How many customers buy in each category, with differential privacy."""
-    _release("categories", epsilon, top, dataset, None, as_json)
-
-
-@release_app.command("suggestions")
-@guarded
-def suggestions_command(
-    epsilon: EpsilonOption = 1.0, top: TopOption = 20, dataset: DatasetOption = ALL,
-    as_json: JsonOption = False,
-) -> None:  # fmt: skip
-    """Popular search queries, with differential privacy: a query few customers typed never
-    appears, whatever its count."""
-    _release("suggestions", epsilon, top, dataset, None, as_json)
 
 
 @app.command("report")

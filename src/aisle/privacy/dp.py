@@ -19,7 +19,7 @@ import opendp.prelude as dp
 import polars as pl
 
 from aisle.config import PrivacySettings
-from aisle.errors import PrivacyBudgetError
+from aisle.errors import AisleError, PrivacyBudgetError
 from aisle.privacy import audit
 from aisle.storage import Store
 
@@ -174,7 +174,7 @@ def release(
     a differentially private score, refused when the dataset's budget cannot pay
     ``epsilon``; recorded in the ledger and the audit log."""
     if what not in RELEASES:
-        raise PrivacyBudgetError(f"no release called {what!r}; choose from {', '.join(RELEASES)}")
+        raise AisleError(f"no release called {what!r}; choose from {', '.join(RELEASES)}")
     if epsilon <= 0:
         raise PrivacyBudgetError("epsilon must be positive")
     already = spent(store, dataset)
