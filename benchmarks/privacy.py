@@ -175,7 +175,7 @@ def main() -> int:
     print(
         f"\nDP popularity, top-{TOP} overlap with the exact top-{TOP} (median of {args.releases}):"
     )
-    print("epsilon  aisle (Gaussian, L2 bound 2)  baseline (Laplace, top-20 per customer)")
+    print("epsilon  aisle (2-round Gaussian, bound 2)  baseline (Laplace, top-20 per customer)")
     for row in figures["dp_utility_top100"]:  # type: ignore[attr-defined]
         print(
             f"{row['epsilon']:>7}  {row['aisle_overlap']:>28.2f}  "

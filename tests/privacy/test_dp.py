@@ -13,7 +13,16 @@ from aisle.config import PrivacySettings, Settings
 from aisle.errors import PrivacyBudgetError
 from aisle.pipeline import ingest
 from aisle.privacy import audit
-from aisle.privacy.dp import bounded_popularity, gaussian, release_popular, spent
+from aisle.privacy.dp import (
+    FIRST_ROUND_SHARE,
+    bounded_popularity,
+    bounded_sums,
+    gaussian,
+    release_popular,
+    rho_for,
+    spent,
+    zcdp_gaussian,
+)
 from aisle.storage import Store
 
 
@@ -28,6 +37,28 @@ def test_noise_has_the_scale_the_epsilon_needs() -> None:
     assert mechanism.map(2.0 * 1.05)[0] > 1.0  # a larger contribution would cost more
     # twice the epsilon needs about half the noise
     assert math.isclose(gaussian(2.0, 1e-6, bound=2.0)[1], scale / 2, rel_tol=0.15)
+
+
+def test_two_rounds_cost_exactly_the_epsilon_claimed() -> None:
+    """The two rounds' zCDP costs add up to the rho whose conversion is (epsilon, delta)."""
+    rho = rho_for(1.0, 1e-6)
+    first, _ = zcdp_gaussian(rho * FIRST_ROUND_SHARE, 2.0)
+    second, _ = zcdp_gaussian(rho * (1 - FIRST_ROUND_SHARE), 2.0)
+    assert math.isclose(first.map(2.0) + second.map(2.0), rho, rel_tol=1e-9)
+    mechanism, scale = gaussian(1.0, 1e-6, bound=2.0)
+    assert math.isclose(mechanism.map(2.0)[0], 1.0, rel_tol=1e-6)
+    assert math.isclose(rho, 2.0**2 / (2 * scale**2), rel_tol=1e-9)  # same rho, same claim
+
+
+def test_the_second_round_counts_only_band_items(settings: Settings, uci_file: Path) -> None:
+    """A customer's bound is spread over the band items they bought, so each weighs more."""
+    ingest("events", uci_file, "uci-online-retail", settings)
+    with Store(settings.home) as store:
+        whole = bounded_sums(store, "all", 1.0)
+        band = bounded_sums(store, "all", 1.0, within=["85123A"])
+    one = whole.filter(whole["key"] == "85123A")["exact"].item()
+    assert band.filter(band["key"] == "85123A")["exact"].item() >= one
+    assert band.filter(band["key"] != "85123A")["exact"].sum() == 0
 
 
 def test_each_customer_contributes_a_bounded_amount(settings: Settings, uci_file: Path) -> None:
@@ -99,7 +130,7 @@ def test_trending_and_categories_spend_the_same_budget(settings: Settings, tmp_p
         assert spent(store, "all") == 2.0
         with pytest.raises(PrivacyBudgetError):
             release(store, policy, "categories", epsilon=1.5)
-    assert trending.items.columns == ["item_id", "title", "score"] and trending.items.height == 2
+    assert trending.items.columns == ["item_id", "title", "score", "round"] and trending.items.height == 2
     assert set(categories.items["category"]) == {"Games", "Kit"}
 
 
