@@ -135,6 +135,40 @@ class PrivacySettings(BaseModel):
     )
 
 
+class CatalogSettings(BaseModel):
+    """How products from several sources become one record, and how the catalog is enriched."""
+
+    source_priority: list[str] = Field(
+        default_factory=lambda: [
+            "canonical", "bestbuy-xml", "bestbuy-products", "uci-online-retail"
+        ],
+        description="Sources in order of trust; sources not listed rank after these.",
+    )  # fmt: skip
+    field_rules: dict[str, str] = Field(
+        default_factory=lambda: {
+            "title": "priority",
+            "description": "complete",
+            "category_path": "complete",
+            "brand": "priority",
+            "price": "freshest",
+            "attributes": "priority",
+        },
+        description="Per field, how the winner is chosen: priority, freshest or complete.",
+    )
+    min_category_confidence: float = Field(
+        0.5, description="Inferred categories below this confidence are flagged, not filled."
+    )
+    embedding_model: str = Field(
+        "minilm", description="Text embeddings: minilm (all-MiniLM-L6-v2) or static (model2vec)."
+    )
+    duplicate_jaccard: float = Field(
+        0.6, description="Near-duplicate products: least MinHash Jaccard similarity of titles."
+    )
+    duplicate_cosine: float = Field(
+        0.9, description="Near-duplicate products: least cosine similarity of their embeddings."
+    )
+
+
 class IngestSettings(BaseModel):
     """Defaults applied while reading sources."""
 
@@ -174,6 +208,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     adapters: dict[str, MappingAdapterSettings] = Field(default_factory=dict)
 
     @classmethod

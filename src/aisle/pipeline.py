@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from aisle.catalog.integrate import integrate
 from aisle.config import Settings
 from aisle.domain import EVENT_SCHEMA, PRODUCT_SCHEMA, Fate, Reason, RecordKind
 from aisle.errors import AisleError
@@ -29,7 +30,6 @@ from aisle.quality.drift import detect_drift
 from aisle.quality.profile import profile_frame, save_profile
 from aisle.releases import release_arrived
 from aisle.storage import Store
-from aisle.storage.catalog import upsert_products
 from aisle.storage.ledger import (
     ImportResult,
     close_import,
@@ -50,6 +50,7 @@ _PRODUCT_CONTENT = [
     "price",
     "currency",
     "attributes",
+    "source",  # the same record from a second source is that source's word, not a duplicate
 ]
 
 
@@ -395,7 +396,7 @@ class Importer:
             raw=raw,
             malformed=self._malformed(raw, adapter.name),
         )
-        upsert_products(self.store, accepted)
+        integrate(self.store, accepted, self.settings.catalog)
         result.released = release_arrived(self.store, self.settings, datetime.now(UTC))
         self._profile(result, accepted.select(list(PRODUCT_SCHEMA)))
         return result

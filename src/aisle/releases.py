@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from aisle.catalog.integrate import integrate
 from aisle.config import Settings
 from aisle.domain import EVENT_SCHEMA, PRODUCT_SCHEMA, RecordKind
 from aisle.errors import NotFoundError
@@ -16,7 +17,6 @@ from aisle.ingest.adapters import AdaptContext, get_adapter
 from aisle.quality.coerce import to_records
 from aisle.quality.quarantine import arrived_items, held, mark_released
 from aisle.storage import Store
-from aisle.storage.catalog import upsert_products
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,9 @@ def rebuild(settings: Settings, rows: pl.DataFrame) -> dict[RecordKind, pl.DataF
     }
 
 
-def accept(store: Store, records: dict[RecordKind, pl.DataFrame], now: datetime) -> int:
+def accept(
+    store: Store, settings: Settings, records: dict[RecordKind, pl.DataFrame], now: datetime
+) -> int:
     """Put rebuilt records in their tables and mark them released (in the caller's
     transaction)."""
     count = 0
@@ -90,7 +92,8 @@ def accept(store: Store, records: dict[RecordKind, pl.DataFrame], now: datetime)
         count += events.height
     products = records.get(RecordKind.PRODUCTS)
     if products is not None and products.height:
-        upsert_products(store, products.select([*PRODUCT_SCHEMA, "record_id", "import_id"]))
+        kept = products.select([*PRODUCT_SCHEMA, "record_id", "import_id"])
+        integrate(store, kept, settings.catalog, now=now)
         mark_released(store, products["record_id"], now)
         count += products.height
     return count
@@ -98,7 +101,7 @@ def accept(store: Store, records: dict[RecordKind, pl.DataFrame], now: datetime)
 
 def release_arrived(store: Store, settings: Settings, now: datetime) -> int:
     """Release the events that waited for an item the catalog now has."""
-    return accept(store, rebuild(settings, arrived_items(store, now)), now)
+    return accept(store, settings, rebuild(settings, arrived_items(store, now)), now)
 
 
 def release(
@@ -125,9 +128,9 @@ def release(
         raise NotFoundError("none of those records is held in quarantine")
     with store.transaction():
         if force:
-            released = accept(store, rebuild(settings, chosen), now)
+            released = accept(store, settings, rebuild(settings, chosen), now)
         else:
             arrived = arrived_items(store, now)
             arrived = arrived.filter(pl.col("record_id").is_in(chosen["record_id"].implode()))
-            released = accept(store, rebuild(settings, arrived), now)
+            released = accept(store, settings, rebuild(settings, arrived), now)
     return ReleaseOutcome(released=released, still_held=held(store, record_ids, reason).height)

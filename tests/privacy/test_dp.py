@@ -130,7 +130,10 @@ def test_trending_and_categories_spend_the_same_budget(settings: Settings, tmp_p
         assert spent(store, "all") == 2.0
         with pytest.raises(PrivacyBudgetError):
             release(store, policy, "categories", epsilon=1.5)
-    assert trending.items.columns == ["item_id", "title", "score", "round"] and trending.items.height == 2
+    assert (
+        trending.items.columns == ["item_id", "title", "score", "round"]
+        and trending.items.height == 2
+    )
     assert set(categories.items["category"]) == {"Games", "Kit"}
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from aisle import __version__
-from aisle.cli import demo, ingest, privacy, quality, store
+from aisle.cli import catalog, demo, ingest, privacy, quality, store
 from aisle.cli.context import set_home
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(ingest.app, name="ingest")
 app.add_typer(quality.app, name="quality")
 app.add_typer(store.app, name="store")
 app.add_typer(privacy.app, name="privacy")
+app.add_typer(catalog.app, name="catalog")
 app.command("erase")(privacy.erase_command)
 app.command("demo")(demo.demo)
 

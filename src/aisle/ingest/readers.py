@@ -1,9 +1,10 @@
-"""Read one input file (CSV, TSV, JSONL, JSON, Parquet; plain or gzip) into a raw Polars frame."""
+"""Read one input file (CSV, TSV, JSONL, JSON, XML, Parquet; plain or gzip) into a raw frame."""
 
 from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -23,11 +24,13 @@ from aisle.ingest.rawframe import (
     malformed_frame,
 )
 from aisle.ingest.structured import read_json_array, read_jsonl, read_parquet
+from aisle.ingest.xmlrecords import read_xml
 
 __all__ = ["BAD_ENCODING", "FORMATS", "LINE", "RawBatch", "ReadOptions", "read_source"]
 
-#: Formats read_source understands; "json" is a top-level array of objects.
-FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
+#: Formats read_source understands; "json" is a top-level array of objects, "xml" a document
+#: of repeated record elements.
+FORMATS = ("csv", "tsv", "jsonl", "json", "xml", "parquet")
 
 _SUFFIX_FORMATS = {
     ".csv": "csv",
@@ -36,12 +39,14 @@ _SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "json",
+    ".xml": "xml",
     ".parquet": "parquet",
     ".pq": "parquet",
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _UTF8_BOM = b"\xef\xbb\xbf"
+_XML_ENCODING = re.compile(rb"""<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
 _GUNZIP_CHUNK = 4 << 20
 _TRUNCATED_HINT = "the file is truncated; re-download or re-export it"
 
@@ -60,13 +65,20 @@ class ReadOptions:
     column_names: tuple[str, ...] | None = None
     """Names for a headerless file, or replacements for the header's names."""
     encoding: str = "utf-8"
+    """The text's encoding; for XML the default gives way to the document's own declaration."""
     required_columns: tuple[str, ...] = ()
+    record_element: str | None = None
+    """XML: the tag of the record elements, at any depth; None: the root's children."""
+    list_elements: tuple[str, ...] = ()
+    """XML: tags always read as lists, even where the file never repeats them under a parent."""
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
             raise ConfigError(f"unknown format {self.format!r}; use one of {', '.join(FORMATS)}")
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ConfigError(f"delimiter must be one character, not {self.delimiter!r}")
+        if self.record_element is not None and not self.record_element.strip():
+            raise ConfigError("record_element must name an XML element")
         try:
             codecs.lookup(self.encoding)
         except LookupError:
@@ -88,9 +100,10 @@ class RawBatch:
 def read_source(path: Path | str, options: ReadOptions = ReadOptions()) -> RawBatch:
     """Read ``path`` into a RawBatch; raise InputError when the file as a whole is unusable.
 
-    CSV/TSV columns are all ``pl.String`` (adapters cast); JSONL, JSON and Parquet keep the
-    types they carry. Bad records never fail the file: they land in ``malformed``, and rows
-    whose bytes do not decode are kept with ``_bad_encoding`` set.
+    CSV/TSV and XML columns are text (adapters cast; XML's nested elements are lists and
+    structs of text); JSONL, JSON and Parquet keep the types they carry. Bad records never fail
+    the file: they land in ``malformed``, and rows whose bytes do not decode are kept with
+    ``_bad_encoding`` set.
     """
     source = str(path)
     stored = _read_bytes(Path(path), source)
@@ -101,7 +114,10 @@ def read_source(path: Path | str, options: ReadOptions = ReadOptions()) -> RawBa
     if fmt == "parquet":
         frame, malformed = read_parquet(data, source), malformed_frame([])
     else:
-        data, bad_lines = _to_utf8(data, options.encoding)
+        encoding = options.encoding
+        if fmt == "xml" and codecs.lookup(encoding).name == "utf-8":
+            encoding = _xml_encoding(data) or encoding
+        data, bad_lines = _to_utf8(data, encoding)
         if not data.strip():
             names = options.column_names or options.required_columns
             frame, malformed = empty_frame(names), malformed_frame([])
@@ -109,6 +125,15 @@ def read_source(path: Path | str, options: ReadOptions = ReadOptions()) -> RawBa
             frame, malformed = read_json_array(data, source)
         elif fmt == "jsonl":
             frame, malformed = read_jsonl(data, source)
+        elif fmt == "xml":
+            frame, malformed = read_xml(
+                data,
+                source,
+                record_element=options.record_element,
+                list_elements=options.list_elements,
+            )
+            if frame.height == 0:  # a feed of no records: no fields to check either
+                frame = empty_frame(options.column_names or options.required_columns)
         else:
             delimiter = options.delimiter or sniff_delimiter(data, fmt)
             frame, malformed = read_delimited(
@@ -189,11 +214,26 @@ def _format_from_content(data: bytes) -> str:
     if data.startswith(_PARQUET_MAGIC):
         return "parquet"
     head = data[:1024].lstrip(b" \t\r\n" + _UTF8_BOM)
+    if head.startswith(b"<"):
+        return "xml"
     if head.startswith(b"{"):
         return "jsonl"
     if head.startswith(b"["):
         return "json"
     return "csv"
+
+
+def _xml_encoding(data: bytes) -> str | None:
+    """The encoding an XML declaration names, where Python knows it."""
+    match = _XML_ENCODING.match(data.removeprefix(_UTF8_BOM).lstrip(b" \t\r\n"))
+    if match is None:
+        return None
+    name = match.group(1).decode("ascii")
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return None
+    return name
 
 
 def _to_utf8(data: bytes, encoding: str) -> tuple[bytes, Lines]:

@@ -90,10 +90,10 @@ def _objects_ormalformed_frame(
             error = f"expected a JSON object, found {type(value).__name__}"
         raw = json.dumps(value, ensure_ascii=False) if text is None else text
         bad.append((number, error, raw[:MAX_TEXT]))
-    return _frame_of_objects(good, lines, source), malformed_frame(bad)
+    return frame_of_objects(good, lines, source), malformed_frame(bad)
 
 
-def _frame_of_objects(objects: list[dict[str, Any]], lines: list[int], source: str) -> pl.DataFrame:
+def frame_of_objects(objects: list[dict[str, Any]], lines: list[int], source: str) -> pl.DataFrame:
     """Read parsed objects with the fast path's type rules; a field of mixed kinds becomes text."""
     if not objects:
         return empty_frame(())

@@ -162,4 +162,71 @@ MIGRATIONS: Final[list[str]] = [
         changed_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # 6: the catalog: every source's record of a product, how fields were chosen, the canonical
+    # record's history, and what the catalog build learns
+    """
+    CREATE TABLE product_sources AS SELECT * FROM products;  -- the latest record per source
+    ALTER TABLE product_sources ADD COLUMN received_at TIMESTAMPTZ;
+
+    CREATE TABLE product_conflicts (
+        item_id VARCHAR NOT NULL,
+        field VARCHAR NOT NULL,              -- e.g. price, attributes.platform
+        candidates JSON NOT NULL,            -- [{source, value}]
+        chosen VARCHAR NOT NULL,             -- the winning source
+        rule VARCHAR NOT NULL,               -- priority | freshest | complete
+        why VARCHAR NOT NULL,
+        resolved_at TIMESTAMPTZ NOT NULL
+    );
+
+    CREATE TABLE product_history AS SELECT * FROM products WITH NO DATA;
+    ALTER TABLE product_history ADD COLUMN version INTEGER;
+    ALTER TABLE product_history ADD COLUMN content_hash VARCHAR;
+    ALTER TABLE product_history ADD COLUMN changed_fields VARCHAR[];
+    ALTER TABLE product_history ADD COLUMN changed_at TIMESTAMPTZ;
+
+    CREATE TABLE product_attributes (
+        item_id VARCHAR NOT NULL,
+        attribute VARCHAR NOT NULL,
+        value VARCHAR NOT NULL,
+        unit VARCHAR,
+        evidence VARCHAR,
+        method VARCHAR NOT NULL              -- rule | dictionary | source
+    );
+
+    CREATE TABLE product_categories (
+        item_id VARCHAR NOT NULL,
+        category VARCHAR,                    -- null when flagged: not confident enough
+        confidence DOUBLE NOT NULL,
+        filled BOOLEAN NOT NULL
+    );
+
+    CREATE TABLE product_duplicates (
+        item_a VARCHAR NOT NULL,
+        item_b VARCHAR NOT NULL,
+        jaccard DOUBLE NOT NULL,
+        cosine DOUBLE,
+        reason VARCHAR NOT NULL
+    );
+
+    CREATE TABLE product_gaps (                -- missing values: filled (and how) or flagged
+        item_id VARCHAR NOT NULL,
+        field VARCHAR NOT NULL,
+        filled BOOLEAN NOT NULL,
+        value VARCHAR,
+        how VARCHAR NOT NULL
+    );
+
+    -- the catalog as search and recommendations see it: canonical records with sound fills
+    CREATE VIEW catalog_products AS
+    WITH fills AS (
+        SELECT item_id,
+               max(TRY_CAST(value AS DOUBLE)) FILTER (WHERE field = 'price') AS price,
+               max(value) FILTER (WHERE field = 'category') AS category
+        FROM product_gaps WHERE filled GROUP BY item_id)
+    SELECT p.* REPLACE (
+        coalesce(p.price, f.price) AS price,
+        CASE WHEN f.category IS NULL THEN p.category_path
+             ELSE list_append(coalesce(p.category_path, []), f.category) END AS category_path)
+    FROM products p LEFT JOIN fills f USING (item_id);
+    """,
 ]

@@ -9,7 +9,8 @@ from aisle.storage.store import Store
 
 #: Tables a snapshot carries: everything but the schema bookkeeping.
 SNAPSHOT_TABLES = (
-    "imports", "events", "products", "product_versions", "quarantine", "duplicates",
+    "imports", "events", "products", "product_versions", "product_sources", "product_history",
+    "product_conflicts", "quarantine", "duplicates",
     "profiles", "drift",
 )  # fmt: skip
 

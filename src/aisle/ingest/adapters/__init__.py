@@ -15,6 +15,7 @@ BUILTIN: dict[str, str] = {
     "amazon-games-sasrec": "aisle.ingest.adapters.amazon_games:AmazonGamesSasrec",
     "bestbuy-clicks": "aisle.ingest.adapters.bestbuy:BestBuyClicks",
     "bestbuy-products": "aisle.ingest.adapters.bestbuy:BestBuyProducts",
+    "bestbuy-xml": "aisle.ingest.adapters.bestbuy:BestBuyXml",
     "crowdflower": "aisle.ingest.adapters.crowdflower:Crowdflower",
     "canonical": "aisle.ingest.adapters.canonical:Canonical",
 }
