@@ -198,8 +198,21 @@ def main() -> int:
         print(f"\ncatalog build, {name}: {f['products']} products in {f['build_seconds']:.1f} s "
               f"(rebuild with nothing changed {f['rebuild_seconds']:.1f} s, re-embedded "
               f"{f['re_embedded_on_rebuild']}); steps {f['steps']}")  # fmt: skip
-    print(f"\ncategory inference, Best Buy held out: {b['category_accuracy']}")
-    print(f"\nattributes on the hand-checked sample: {figures['attributes']}")
+    c = b["category_accuracy"]
+    print(f"\ncategory inference, Best Buy genres, {c['folds']}-fold held out ({c['labelled']} "
+          f"labelled, {c['classes']} genres): accuracy {c['accuracy']:.3f} +- "
+          f"{c['accuracy_std']:.3f}, macro-F1 {c['macro_f1']:.2f} (majority baseline "
+          f"{c['baseline_accuracy']:.3f}, {c['baseline_macro_f1']:.2f}); confidence >= "
+          f"{c['min_confidence']}: {c['confident_share']:.0%} of products, accuracy "
+          f"{c['confident_accuracy']:.2f}")  # fmt: skip
+    a = figures["attributes"]
+    print(f"\nattributes, hand-checked sample ({a['expected']:.0f} expected values): precision "
+          f"{a['precision']:.3f}, recall {a['recall']:.3f}; extraction "
+          f"{a['products_per_s']:,.0f} products/s")  # fmt: skip
+    print("attribute      precision  recall  extracted")
+    for name in sorted(k.split("/")[1] for k in a if k.startswith("precision/")):
+        print(f"{name:<14} {a['precision/' + name]:>9.3f}  {a['recall/' + name]:>6.3f}  "
+              f"{a['extracted/' + name]:>9.0f}")  # fmt: skip
     return 0
 
 
