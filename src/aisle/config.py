@@ -169,6 +169,25 @@ class CatalogSettings(BaseModel):
     )
 
 
+class RecommendSettings(BaseModel):
+    """How behaviour becomes the interactions recommenders learn from."""
+
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 1.0,
+            "click": 2.0,
+            "add_to_cart": 4.0,
+            "remove_from_cart": 0.0,
+            "purchase": 8.0,
+            "rating": 1.0,
+        },
+        description="Weight of one event of each type; types not listed weigh nothing.",
+    )
+    half_life_days: float | None = Field(
+        None, description="Time decay: an event this many days older weighs half; unset: none."
+    )
+
+
 class IngestSettings(BaseModel):
     """Defaults applied while reading sources."""
 
@@ -209,6 +228,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     adapters: dict[str, MappingAdapterSettings] = Field(default_factory=dict)
 
     @classmethod
