@@ -169,3 +169,21 @@ def test_an_item_without_interactions_is_ranked_but_last_for_id_models(
 ) -> None:
     scores = fitted.score_users(np.asarray([data.user_index["u0"]]))[0]
     assert np.isfinite(scores[data.item_index["z"]])
+
+
+def test_forgetting_a_user_removes_them_at_once(data: Interactions, tmp_path: Path) -> None:
+    """Every model: after ``forget_user`` the customer is unknown, their id is in no artifact,
+    and everyone else is scored as before."""
+    for name in available():
+        model = model_class(name)(**FAST.get(name, {})).fit(data, side(data))
+        before = model.score_users(np.asarray([data.user_index["u30"]]))
+        assert model.forget_user("u3") and not model.forget_user("u3")
+        with pytest.raises(NotFoundError):
+            model.recommend("u3")
+        np.testing.assert_allclose(
+            model.score_users(np.asarray([data.user_index["u30"]])), before, rtol=1e-5
+        )
+        folder = model.save(tmp_path / name)
+        ids = pl.read_parquet(folder / "ids.parquet")["id"].to_list()
+        assert "u3" not in ids
+        assert type(model).load(folder).seen(data.user_index["u3"]).size == 0

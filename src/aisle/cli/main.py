@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from aisle import __version__
-from aisle.cli import catalog, demo, ingest, privacy, quality, store
+from aisle.cli import catalog, demo, ingest, models, privacy, quality, store
 from aisle.cli.context import set_home
 
 app = typer.Typer(
@@ -22,6 +22,9 @@ app.add_typer(quality.app, name="quality")
 app.add_typer(store.app, name="store")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(models.app, name="models")
+app.command("train")(models.train_command)
+app.command("recommend")(models.recommend_command)
 app.command("erase")(privacy.erase_command)
 app.command("demo")(demo.demo)
 

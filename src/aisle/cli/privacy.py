@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from aisle.cli.context import console, emit_json, guarded, settings
+from aisle.models import registry
 from aisle.privacy import audit
 from aisle.privacy.compliance import build as build_compliance
 from aisle.privacy.compliance import write_html as write_compliance
@@ -35,7 +36,12 @@ def erase_command(user: UserOption, as_json: JsonOption = False) -> None:
     with Store(config.home) as store:
         keys = pseudonymiser_for(store, config)
         pseudonym = keys.one(user.strip())
-        receipt = erase(store, pseudonym, subject=keys.first(user.strip()))
+        receipt = erase(
+            store,
+            pseudonym,
+            subject=keys.first(user.strip()),
+            forget_in_models=lambda who: registry.forget_user(store, who),
+        )
     if as_json:
         emit_json(receipt.to_json())
         return

@@ -98,6 +98,8 @@ class BaseRecommender(ABC):
     name: ClassVar[str] = "base"
     #: Default hyperparameters; the constructor's keywords override them.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Names of ``_arrays`` entries indexed by user row (erasure zeroes the user's row).
+    user_arrays: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)
@@ -141,8 +143,8 @@ class BaseRecommender(ABC):
         started = time.perf_counter()
         self.users, self.items = list(data.users), list(data.items)
         self.seen_matrix = data.matrix.tocsr()
-        self._user_index = data.user_index
-        self._item_index = data.item_index
+        self._user_index = dict(data.user_index)
+        self._item_index = dict(data.item_index)
         self.report = FitReport(
             users=data.n_users,
             items=data.n_items,
@@ -221,6 +223,30 @@ class BaseRecommender(ABC):
         order = np.argsort(-similarity, kind="stable")[:n]
         because = [(self.items[history[i]], float(similarity[i])) for i in order]
         return Explanation(item_id, "items", because)
+
+    # -- erasure --------------------------------------------------------------------------
+    def forget_user(self, user_id: str) -> bool:
+        """Remove a customer from the model at once: their id, their training items and every
+        per-user state row. Item-side state still carries their influence until the retrain
+        the registry schedules. Returns False when the model never knew them."""
+        row = self._user_index.pop(user_id, None)
+        if row is None:
+            return False
+        self.users[row] = f"(erased {row})"
+        m = self.seen_matrix.tolil()
+        m.rows[row], m.data[row] = [], []
+        self.seen_matrix = m.tocsr()
+        self._forget(row)
+        return True
+
+    def _forget(self, row: int) -> None:
+        """Zero the user's row in every ``user_arrays`` entry (override for other layouts,
+        such as sequences)."""
+        arrays = self._arrays()
+        for name in self.user_arrays:
+            arrays[name] = arrays[name].copy()
+            arrays[name][row] = 0
+        self._restore(arrays)
 
     # -- artifacts ------------------------------------------------------------------------
     def save(self, folder: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ class ErasureReceipt:
     erased_at: datetime
     removed: dict[str, int] = field(default_factory=dict)
     snapshots_rewritten: int = 0
-    models: str = "none trained yet: nothing to retrain"
+    models: str = "models not consulted"
 
     def to_json(self) -> dict[str, Any]:
         """Machine-readable form (the pseudonym, never the raw id)."""
@@ -63,12 +64,19 @@ def _snapshots_with(store: Store, pseudonym: str) -> list[Path]:
     return found
 
 
-def erase(store: Store, pseudonym: str, subject: str | None = None) -> ErasureReceipt:
+def erase(
+    store: Store,
+    pseudonym: str,
+    subject: str | None = None,
+    *,
+    forget_in_models: Callable[[str], list[str]] | None = None,
+) -> ErasureReceipt:
     """Remove the customer's events, held and duplicate records and snapshot rows, keep them
     out of later imports, and write the receipt to the audit log, all in one transaction
     (snapshots are rewritten after it commits). ``subject`` is the customer's
     first-generation pseudonym, which the erasure list keeps (hashed) across key rotations;
-    with a single key it is the pseudonym itself."""
+    with a single key it is the pseudonym itself. ``forget_in_models`` removes the customer
+    from every trained model and schedules their retrain (the registry's ``forget_user``)."""
     kept_as = subject_hash(subject or pseudonym)
     receipt = ErasureReceipt(pseudonym=pseudonym, erased_at=datetime.now(UTC))
     with store.transaction():
@@ -82,6 +90,12 @@ def erase(store: Store, pseudonym: str, subject: str | None = None) -> ErasureRe
             store.execute("INSERT INTO erased_users VALUES (?, ?)", [kept_as, receipt.erased_at])
         snapshots = _snapshots_with(store, pseudonym)
         receipt.snapshots_rewritten = len(snapshots)
+        if forget_in_models is not None:
+            models = forget_in_models(pseudonym)
+            receipt.models = (
+                f"removed from {', '.join(models)}; retrain scheduled" if models
+                else "no trained model knew the customer"
+            )  # fmt: skip
         audit.record(store, "erasure", pseudonym, receipt.to_json())
     for path in snapshots:
         kept = pl.read_parquet(path).filter(pl.col("user_id").ne_missing(pseudonym))

@@ -229,4 +229,25 @@ MIGRATIONS: Final[list[str]] = [
              ELSE list_append(coalesce(p.category_path, []), f.category) END AS category_path)
     FROM products p LEFT JOIN fills f USING (item_id);
     """,
+    # 7: the model registry, and retrains owed (e.g. after an erasure)
+    """
+    CREATE TABLE model_versions (
+        name VARCHAR NOT NULL,               -- popularity, itemknn, als, ...
+        version INTEGER NOT NULL,
+        path VARCHAR NOT NULL,               -- relative to home
+        status VARCHAR NOT NULL,             -- candidate | production | retired
+        created_at TIMESTAMPTZ NOT NULL,
+        data_hash VARCHAR NOT NULL,
+        params JSON NOT NULL,
+        metrics JSON NOT NULL,
+        promoted_at TIMESTAMPTZ
+    );
+
+    CREATE TABLE model_retrains (
+        name VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        requested_at TIMESTAMPTZ NOT NULL,
+        done_at TIMESTAMPTZ
+    );
+    """,
 ]
