@@ -171,6 +171,20 @@ def build_interactions(
     return Interactions(users, item_ids, matrix, log)
 
 
+def restrict(data: Interactions, keep: pl.Series) -> Interactions:
+    """The same users and items (same rows and columns) with only the log rows where ``keep``
+    is true: an inner training split that indexes like the whole."""
+    log = data.log.filter(keep)
+    summed = log.group_by("user", "item").agg(pl.col("weight").sum())
+    matrix = sparse.csr_matrix(
+        (summed["weight"].to_numpy(), (summed["user"].to_numpy(), summed["item"].to_numpy())),
+        shape=(data.n_users, data.n_items),
+        dtype=np.float32,
+    )
+    matrix.sort_indices()
+    return Interactions(list(data.users), list(data.items), matrix, log)
+
+
 def leave_last_out(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Each user's latest event (ties broken by event id) held out; users with one event stay
     whole in training."""

@@ -15,6 +15,7 @@ MODELS = {
     "bpr": "aisle.models.factorization:BPR",
     "two-tower": "aisle.models.two_tower:TwoTower",
     "sasrec": "aisle.models.sasrec:SASRec",
+    "ranker": "aisle.models.ranker:Ranker",
 }
 
 
