@@ -11,7 +11,8 @@ from rich.table import Table
 from aisle.cli.context import console, emit_json, guarded, settings
 from aisle.errors import ConfigError
 from aisle.models import registry
-from aisle.models.training import train
+from aisle.models.training import train, training_data
+from aisle.models.tuning import tune
 from aisle.privacy.rotation import pseudonymiser_for
 from aisle.storage import Store
 
@@ -56,6 +57,32 @@ def train_command(
     console.print(
         f"{model} v{version}: {fitted.report.users:,} customers x {fitted.report.items:,} items "
         f"in {fitted.report.seconds:.1f} s" + (" (in production)" if promote else "")
+    )
+
+
+@guarded
+def tune_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="itemknn, als, bpr, ...")],
+    minutes: Annotated[float, typer.Option(help="Time budget of the search.")] = 5.0,
+    trials: Annotated[int | None, typer.Option(help="Stop after this many trials.")] = None,
+    register: Annotated[
+        bool, typer.Option(help="Train the best on everything, register it.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Search hyperparameters on a validation split (each customer's latest interaction)."""
+    config = settings()
+    with Store(config.home) as store:
+        data, side = training_data(store, config)
+        found = tune(model, data, side, minutes=minutes, trials=trials)
+        version = train(store, config, model, found.best_params)[1] if register else None
+    if as_json:
+        emit_json({**found.to_json(), "version": version})
+        return
+    console.print(
+        f"{model}: best ndcg@10 {found.best_value:.4f} on validation with {found.best_params} "
+        f"({len(found.trials)} trials, {found.seconds:.0f} s)"
+        + (f"; registered as v{version}" if version else "")
     )
 
 
