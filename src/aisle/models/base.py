@@ -118,7 +118,8 @@ class BaseRecommender(ABC):
 
     @abstractmethod
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        """Scores of every item for these users (rows): shape (len(users), n_items)."""
+        """Scores of every item for these users (rows): shape (len(users), n_items). A user's
+        scores must not depend on the batch they are scored in (round away BLAS noise)."""
 
     @abstractmethod
     def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -213,7 +214,9 @@ class BaseRecommender(ABC):
     def similar_items(self, item_id: str, n: int = 10) -> list[Recommendation]:
         """The ``n`` items most similar to this one."""
         column = self.item_column(item_id)
-        return self._top(self._item_similarities(column), n, np.asarray([column]))
+        similarity = self._item_similarities(column).astype(np.float64, copy=True)
+        similarity[similarity <= 0] = -np.inf  # nothing in common is not similar
+        return self._top(similarity, n, np.asarray([column]))
 
     def explain(self, user_id: str, item_id: str, n: int = 3) -> Explanation:
         """The user's items most similar to the recommended one (models with better reasons,
@@ -233,9 +236,10 @@ class BaseRecommender(ABC):
         if row is None:
             return False
         self.users[row] = f"(erased {row})"
-        m = self.seen_matrix.tolil()
-        m.rows[row], m.data[row] = [], []
-        self.seen_matrix = m.tocsr()
+        m = self.seen_matrix.copy()
+        m.data[m.indptr[row] : m.indptr[row + 1]] = 0
+        m.eliminate_zeros()
+        self.seen_matrix = m
         self._forget(row)
         return True
 

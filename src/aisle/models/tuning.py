@@ -28,8 +28,8 @@ SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     "itemknn": {"neighbours": ("int", 10, 500, True), "shrinkage": ("float", 0.0, 100.0, False)},
     "als": {
         "factors": ("int", 16, 256, True),
-        "regularization": ("float", 1e-3, 1.0, True),
-        "alpha": ("float", 1.0, 100.0, True),
+        "regularization": ("float", 1e-2, 30.0, True),
+        "alpha": ("float", 0.1, 100.0, True),
         "iterations": ("int", 5, 30, False),
     },
     "bpr": {
