@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from aisle import __version__
-from aisle.cli import catalog, demo, ingest, models, privacy, quality, store
+from aisle.cli import catalog, demo, evaluate, ingest, models, privacy, quality, store
 from aisle.cli.context import set_home
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("tune")(models.tune_command)
 app.command("recommend")(models.recommend_command)
 app.command("erase")(privacy.erase_command)
 app.command("demo")(demo.demo)
+app.command("evaluate")(evaluate.evaluate)
 
 
 def _version(value: bool) -> None:

@@ -30,7 +30,7 @@ class Popularity(BaseRecommender):
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """The same scores for every user."""
-        return np.broadcast_to(self.popularity, (len(users), len(self.items)))
+        return np.tile(self.popularity, (len(users), 1))
 
     def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Popularity ignores history."""
