@@ -20,9 +20,8 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
-from aisle.catalog.embeddings import load_vectors
 from aisle.config import Settings
-from aisle.errors import AisleError, NotFoundError
+from aisle.errors import AisleError
 from aisle.evaluation import metrics as m
 from aisle.evaluation.protocols import (
     PROTOCOLS,
@@ -38,8 +37,9 @@ from aisle.evaluation.protocols import (
     rank,
 )
 from aisle.features.interactions import Interactions, build_interactions, load_events
+from aisle.features.side import side_information
 from aisle.models import MODELS, model_class
-from aisle.models.base import BaseRecommender, SideInfo
+from aisle.models.base import BaseRecommender
 from aisle.storage import Store
 
 #: The baselines every evaluation should show beside aisle's own methods (EVALUATION.md).
@@ -264,28 +264,6 @@ def _figures(
         **m.ranking_metrics(ranking.ranks, ranking.n_truth, ranking.n_candidates, cutoffs),
         **m.list_metrics(ranking.top[known], popularity, data.n_users, data.n_items),
     }
-
-
-def side_information(store: Store, settings: Settings, data: Interactions) -> SideInfo:
-    """What the catalog knows of the items, rows aligned with ``data.items``: price, first
-    category and brand, and the items' text embeddings where the catalog build made them."""
-    catalog = store.query(
-        "SELECT item_id, price, category_path[1] AS category, brand FROM catalog_products"
-    ).unique("item_id", keep="first", maintain_order=True)
-    meta = pl.DataFrame({"item_id": data.items}).join(catalog, on="item_id", how="left")
-    side = SideInfo(item_meta=meta)
-    try:
-        ids, vectors = load_vectors(settings.home, settings.catalog.embedding_model)
-    except NotFoundError:
-        return side
-    rows = {item: i for i, item in enumerate(ids)}
-    pairs = [(j, rows[item]) for j, item in enumerate(data.items) if item in rows]
-    if pairs:
-        aligned = np.zeros((data.n_items, vectors.shape[1]), dtype=np.float32)
-        target, source = (np.asarray(p, dtype=np.int64) for p in zip(*pairs, strict=True))
-        aligned[target] = vectors[source]
-        side.item_vectors = aligned
-    return side
 
 
 def _unknown(test: pl.DataFrame, data: Interactions, trained: np.ndarray) -> dict[str, int]:

@@ -23,6 +23,9 @@ from scipy import sparse
 
 from aisle.errors import AisleError, NotFoundError
 from aisle.features.interactions import Interactions
+from aisle.features.side import SideInfo
+
+__all__ = ["BaseRecommender", "Explanation", "Recommendation", "Recommender", "SideInfo"]
 
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
@@ -46,15 +49,6 @@ class Explanation:
     item_id: str
     kind: str
     because: list[tuple[str, float]]
-
-
-@dataclass
-class SideInfo:
-    """What models may know about items beyond interactions, rows aligned with
-    ``Interactions.items``: text embeddings, and a frame of price, category, brand."""
-
-    item_vectors: np.ndarray | None = None
-    item_meta: pl.DataFrame | None = None
 
 
 @runtime_checkable

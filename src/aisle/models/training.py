@@ -5,40 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from aisle.catalog.embeddings import load_vectors
 from aisle.config import Settings
-from aisle.errors import AisleError, NotFoundError
+from aisle.errors import AisleError
 from aisle.features.interactions import Interactions, build_interactions, load_events
+from aisle.features.side import SideInfo, side_information
 from aisle.models import model_class, registry
-from aisle.models.base import BaseRecommender, SideInfo
+from aisle.models.base import BaseRecommender
 from aisle.storage import Store
 
 
 def training_data(store: Store, settings: Settings) -> tuple[Interactions, SideInfo]:
-    """Interactions over every catalog item (consented events only) and the items' text
-    embeddings and catalog facts where the catalog build made them."""
-    events = load_events(store)
-    catalog = store.query(
-        "SELECT item_id, price, category_path[1] AS category, brand FROM catalog_products"
-    )
-    data = build_interactions(events, settings.recommend, items=catalog["item_id"].to_list())
+    """Interactions over every catalog item (consented events only) and what the catalog knows
+    of the items."""
+    catalog = store.query("SELECT item_id FROM catalog_products")["item_id"].to_list()
+    data = build_interactions(load_events(store), settings.recommend, items=catalog)
     if data.n_users == 0:
         raise AisleError("no consented interactions in the store to learn from")
-    side = SideInfo(item_meta=catalog)
-    try:
-        ids, vectors = load_vectors(settings.home, settings.catalog.embedding_model)
-    except NotFoundError:
-        return data, side
-    rows = {item: i for i, item in enumerate(ids)}
-    aligned = np.zeros((data.n_items, vectors.shape[1]), dtype=np.float32)
-    known = [(j, rows[item]) for j, item in enumerate(data.items) if item in rows]
-    if known:
-        target, source = map(np.asarray, zip(*known, strict=True))
-        aligned[target] = vectors[source]
-    side.item_vectors = aligned
-    return data, side
+    return data, side_information(store, settings, data)
 
 
 def train(
