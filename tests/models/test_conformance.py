@@ -21,7 +21,7 @@ FAST: dict[str, dict[str, object]] = {
     "bpr": {"factors": 8, "iterations": 50},
     "two-tower": {"dimensions": 16, "epochs": 5},
     "sasrec": {"hidden": 16, "epochs": 5, "max_length": 10},
-    "ranker": {"candidates": ["itemknn", "popularity"], "trees": 20, "holdout": "random"},
+    "ranker": {"candidates": ["itemknn", "popularity"], "trees": 20},
 }
 
 

@@ -1,7 +1,8 @@
 """The ranker: LightGBM lambdarank over candidates pooled from other models.
 
-Fitting holds out each customer's latest item (or a random one) as the label, fits the
-candidate models on the rest, pools each model's top ``per_model`` unseen items per customer,
+Fitting holds out each customer's latest basket (or a random item) as labels, fits the
+candidate models on the rest, pools each model's top ``per_model`` new items per customer
+with the customer's own items (repeat purchases matter in retail),
 and learns to order them from features (item facts as known before the labels): every
 model's score and rank, the item's popularity, recency and price, and the customer's affinity
 to the item's category and brand. The candidate models are then refitted on everything, so
@@ -25,7 +26,10 @@ FEATURES_PER_MODEL = ("score", "rank")
 #: Customers scored at once while pooling candidates.
 CHUNK = 256
 ITEM_FEATURES = ("popularity", "days_since_seen", "log_price")
-USER_FEATURES = ("history", "category_affinity", "brand_affinity")
+USER_FEATURES = ("history", "category_affinity", "brand_affinity", "bought_before")
+#: A customer's own items that join the pool, at most (the heaviest).
+OWN_ITEMS = 100
+History = tuple[np.ndarray, np.ndarray]  # a customer's items and their weights
 
 
 class Ranker(BaseRecommender):
@@ -41,30 +45,30 @@ class Ranker(BaseRecommender):
         "learning_rate": 0.05,
         "leaves": 31,
         "seed": 0,
-        "holdout": "last",  # each customer's label: their latest item, or a random one
+        "holdout": "last",  # labels: each customer's latest basket, or one random item
+        "min_users": 200,  # with fewer labelled customers the first model's order stands
     }
 
     # -- fitting --------------------------------------------------------------------------
     def _fit(self, data: Interactions, side: SideInfo | None) -> None:
         rng = np.random.default_rng(self.params["seed"])
-        position = pl.int_range(pl.len()).over("user")
         if self.params["holdout"] == "random":
             pick = pl.Series(rng.random(data.log.height))
             chosen = pl.col("_pick") == pl.col("_pick").max().over("user")
             frame = data.log.with_columns(pick.alias("_pick"))
-        else:
-            chosen = position == pl.len().over("user") - 1
+        else:  # the latest basket: everything at the customer's latest moment
+            chosen = pl.col("timestamp") == pl.col("timestamp").max().over("user")
             frame = data.log
-        several = pl.len().over("user") > 1
+        several = pl.col("timestamp").n_unique().over("user") > 1
         held = frame.select((chosen & several).alias("held"))["held"]
         inner = restrict(data, ~held)
         self._item_facts(inner, side)  # what was known before the labels: no leak
-        labels = data.log.filter(held).select("user", "item")
+        labels = data.log.filter(held).select("user", "item").unique()
         users = labels["user"].unique().sort().to_numpy()
         if len(users) > self.params["max_users"]:
             users = np.sort(rng.choice(users, self.params["max_users"], replace=False))
         self.models = self._fit_models(inner, side)
-        inner_seen = [inner.seen(int(u)) for u in users]
+        inner_seen = [_history(inner.matrix, int(u)) for u in users]
         features, pairs = self._candidates(users, inner_seen, self.models)
         positive = pairs.join(labels.with_columns(pl.lit(1).alias("label")),
                               on=["user", "item"], how="left")["label"].fill_null(0)  # fmt: skip
@@ -74,23 +78,26 @@ class Ranker(BaseRecommender):
             .filter(pl.col("label").max().over("user") > 0)
         )
         rows = useful["row"].to_numpy()
-        self.booster = (
-            lgb.LGBMRanker(
-                objective="lambdarank",
-                n_estimators=self.params["trees"],
-                learning_rate=self.params["learning_rate"],
-                num_leaves=self.params["leaves"],
-                random_state=self.params["seed"],
-                n_jobs=1,
-                verbose=-1,
+        groups = useful.group_by("user", maintain_order=True).len()["len"].to_numpy()
+        self.booster: lgb.Booster | None = None
+        if len(groups) >= self.params["min_users"]:
+            # a higher score (lower rank) from a candidate model never pushes an item down
+            monotone = [1, -1] * len(self.models)
+            monotone += [0] * (len(ITEM_FEATURES) + len(USER_FEATURES))
+            self.booster = (
+                lgb.LGBMRanker(
+                    objective="lambdarank",
+                    n_estimators=self.params["trees"],
+                    learning_rate=self.params["learning_rate"],
+                    num_leaves=self.params["leaves"],
+                    random_state=self.params["seed"],
+                    monotone_constraints=monotone,
+                    n_jobs=1,
+                    verbose=-1,
+                )
+                .fit(features[rows], useful["label"].to_numpy(), group=groups)
+                .booster_
             )
-            .fit(
-                features[rows],
-                useful["label"].to_numpy(),
-                group=useful.group_by("user", maintain_order=True).len()["len"].to_numpy(),
-            )
-            .booster_
-        )
         recall = float(positive.sum() / max(len(labels), 1))
         self.report.extra = {"training_users": int(useful["user"].n_unique()),
                              "candidate_recall": recall}  # fmt: skip
@@ -133,7 +140,7 @@ class Ranker(BaseRecommender):
 
     # -- scoring --------------------------------------------------------------------------
     def _candidates(
-        self, users: np.ndarray, seen: list[np.ndarray], models: list[BaseRecommender]
+        self, users: np.ndarray, seen: list[History], models: list[BaseRecommender]
     ) -> tuple[np.ndarray, pl.DataFrame]:
         """Feature rows and (user, item) pairs for the pooled candidates of these users, in
         chunks so that score matrices stay small."""
@@ -147,14 +154,14 @@ class Ranker(BaseRecommender):
         return np.vstack(blocks), pl.concat(pairs)
 
     def _features(
-        self, users: np.ndarray, seen: list[np.ndarray], scores: list[np.ndarray]
+        self, users: np.ndarray, seen: list[History], scores: list[np.ndarray]
     ) -> tuple[np.ndarray, pl.DataFrame]:
         k = self.params["per_model"]
         per_user: list[np.ndarray] = []
         ranks = []
         for matrix in scores:
             masked = matrix.astype(np.float64, copy=True)
-            for i, items in enumerate(seen):
+            for i, (items, _) in enumerate(seen):
                 masked[i, items] = -np.inf
             order = np.argsort(-masked, axis=1, kind="stable")
             rank = np.empty_like(order)
@@ -163,18 +170,22 @@ class Ranker(BaseRecommender):
             per_user.append(order[:, :k])
         blocks, pairs = [], []
         for i, user in enumerate(users):
-            pool = np.unique(np.concatenate([top[i] for top in per_user]))
-            pool = pool[~np.isin(pool, seen[i])]
+            history, weights = seen[i]
+            own = history[np.argsort(-weights, kind="stable")[:OWN_ITEMS]]
+            pool = np.unique(np.concatenate([own, *(top[i] for top in per_user)]))
             if not len(pool):
                 continue
-            history = seen[i]
+            before = np.zeros(len(pool), dtype=np.float32)
+            mine = np.searchsorted(pool, history)
+            inside = (mine < len(pool)) & (pool[np.minimum(mine, len(pool) - 1)] == history)
+            before[mine[inside]] = np.log1p(weights[inside])
             columns = []
             for matrix, rank in zip(scores, ranks, strict=True):
                 columns += [matrix[i, pool], np.minimum(rank[i, pool], 10 * k)]
             columns += [self.popularity[pool], self.days_since[pool], self.log_price[pool]]
             columns += [np.full(len(pool), len(history)),
                         _affinity(self.category, history, pool),
-                        _affinity(self.brand, history, pool)]  # fmt: skip
+                        _affinity(self.brand, history, pool), before]  # fmt: skip
             blocks.append(np.column_stack(columns).astype(np.float32))
             pairs.append(pl.DataFrame({"user": np.full(len(pool), user, dtype=np.int32),
                                        "item": pool.astype(np.int32)}))  # fmt: skip
@@ -185,10 +196,12 @@ class Ranker(BaseRecommender):
         return np.vstack(blocks), pl.concat(pairs)
 
     def _scores_from(
-        self, users: np.ndarray, seen: list[np.ndarray], scores: list[np.ndarray]
+        self, users: np.ndarray, seen: list[History], scores: list[np.ndarray]
     ) -> np.ndarray:
         features, pairs = self._features(users, seen, scores)
         out = np.tile(self.popularity * 1e-3, (len(users), 1)).astype(np.float64)
+        if self.booster is None:  # too little to learn from: the first model decides
+            return np.asarray(scores[0], dtype=np.float64)
         if pairs.height:
             predicted = np.asarray(self.booster.predict(features), dtype=np.float64)
             floor = float(predicted.min()) - 1.0
@@ -201,13 +214,15 @@ class Ranker(BaseRecommender):
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """Ranker scores for every item: candidates by the booster, the rest below them."""
         users = np.asarray(users, dtype=np.int64)
-        seen = [self.seen(int(u)) for u in users]
+        seen = [_history(self.seen_matrix, int(u)) for u in users]
         return self._scores_from(users, seen, [m.score_users(users) for m in self.models])
 
     def score_history(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """The same from a history, each candidate model folding it in."""
         scores = [m.score_history(items, weights)[None, :] for m in self.models]
-        out: np.ndarray = self._scores_from(np.asarray([-1]), [np.asarray(items)], scores)[0]
+        items = np.asarray(items, dtype=np.int64)
+        given = np.ones(len(items)) if weights is None else np.asarray(weights, dtype=np.float64)
+        out: np.ndarray = self._scores_from(np.asarray([-1]), [(items, given)], scores)[0]
         return out
 
     def _item_similarities(self, item: int) -> np.ndarray:
@@ -219,9 +234,11 @@ class Ranker(BaseRecommender):
         row, column = self.user_row(user_id), self.item_column(item_id)
         users = np.asarray([row])
         features, pairs = self._features(
-            users, [self.seen(row)], [m.score_users(users) for m in self.models]
+            users, [_history(self.seen_matrix, row)], [m.score_users(users) for m in self.models]
         )
         match = np.flatnonzero(pairs["item"].to_numpy() == column)
+        if self.booster is None:
+            return self.models[0].explain(user_id, item_id, n)
         if not len(match):
             return Explanation(item_id, "features", [("outside the candidate pool", 0.0)])
         contributions = self.booster.predict(features[match], pred_contrib=True)[0][:-1]
@@ -234,7 +251,7 @@ class Ranker(BaseRecommender):
 
     # -- artifacts and erasure --------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
-        text = self.booster.model_to_string().encode()
+        text = self.booster.model_to_string().encode() if self.booster is not None else b""
         arrays: dict[str, np.ndarray] = {
             "booster": np.frombuffer(text, dtype=np.uint8), "popularity": self.popularity,
                   "days_since": self.days_since, "log_price": self.log_price,
@@ -245,7 +262,8 @@ class Ranker(BaseRecommender):
         return arrays
 
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.booster = lgb.Booster(model_str=arrays["booster"].tobytes().decode())
+        text = arrays["booster"].tobytes().decode()
+        self.booster = lgb.Booster(model_str=text) if text else None
         for name in ("popularity", "days_since", "log_price", "category", "brand"):
             setattr(self, name, arrays[name])
         settings = self.params["model_params"]
@@ -265,6 +283,12 @@ class Ranker(BaseRecommender):
         for model in self.models:
             self._share(model)
             model._forget(row)
+
+
+def _history(matrix: Any, row: int) -> History:
+    """A customer's items and weights from a users x items matrix."""
+    start, end = matrix.indptr[row], matrix.indptr[row + 1]
+    return np.asarray(matrix.indices[start:end]), np.asarray(matrix.data[start:end], dtype=float)
 
 
 def _affinity(codes: np.ndarray, history: np.ndarray, pool: np.ndarray) -> np.ndarray:
