@@ -14,6 +14,7 @@ from aisle.errors import NotFoundError
 from aisle.features.interactions import Interactions, build_interactions
 from aisle.models import MODELS, model_class
 from aisle.models.base import BaseRecommender, Recommender, SideInfo
+from tests.models.purchases import purchases
 
 #: Small settings per model so the suite stays fast; the defaults are for real data.
 FAST: dict[str, dict[str, object]] = {
@@ -49,18 +50,7 @@ def shop() -> Interactions:
                 continue  # not everyone bought everything
             rows.append((f"u{u}", f"{group}{k}", start + timedelta(days=k, hours=u)))
     rows.append(("solo", "a0", start))
-    events = pl.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(len(rows))],
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "type": "purchase",
-            "value": 1.0,
-            "timestamp": [r[2] for r in rows],
-            "ref_event_id": None,
-        },
-        schema_overrides={"ref_event_id": pl.String},
-    )
+    events = purchases(rows)
     return build_interactions(events, RecommendSettings(), items=["z"])
 
 

@@ -15,6 +15,7 @@ from aisle.errors import AisleError, NotFoundError
 from aisle.features.interactions import Interactions, build_interactions
 from aisle.models import model_class
 from aisle.models.sasrec import SASRec
+from tests.models.purchases import purchases
 
 SMALL = {"hidden": 32, "max_length": 10, "dropout": 0.1, "threads": 1}
 
@@ -27,18 +28,7 @@ def events_of(sequences: dict[str, list[str]]) -> pl.DataFrame:
         for n, (user, items) in enumerate(sequences.items())
         for k, item in enumerate(items)
     ]
-    return pl.DataFrame(
-        {
-            "event_id": [f"e{i:06d}" for i in range(len(rows))],
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "type": "purchase",
-            "value": 1.0,
-            "timestamp": [r[2] for r in rows],
-            "ref_event_id": None,
-        },
-        schema_overrides={"ref_event_id": pl.String},
-    )
+    return purchases(rows)
 
 
 def chains(users: int = 150, items: int = 30, seed: int = 0) -> Interactions:

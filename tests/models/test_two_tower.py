@@ -19,6 +19,7 @@ from aisle.features.interactions import Interactions, build_interactions, leave_
 from aisle.models import model_class
 from aisle.models.base import BaseRecommender, SideInfo
 from aisle.models.two_tower import TwoTower
+from tests.models.purchases import purchases
 
 SMALL = {"dimensions": 16, "hidden": 32}
 
@@ -33,18 +34,7 @@ def tastes(n_users: int = 300, seed: int = 0) -> Interactions:
         group = "ab"[u % 2]
         for k in rng.choice(10, size=int(rng.integers(2, 6)), replace=False):
             rows.append((f"u{u:04d}", f"{group}{k}", start + timedelta(minutes=len(rows))))
-    events = pl.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(len(rows))],
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "type": "purchase",
-            "value": 1.0,
-            "timestamp": [r[2] for r in rows],
-            "ref_event_id": None,
-        },
-        schema_overrides={"ref_event_id": pl.String},
-    )
+    events = purchases(rows)
     return build_interactions(events, RecommendSettings(), items=["a-new", "b-new"])
 
 
