@@ -137,7 +137,7 @@ class BaseRecommender(ABC):
         """Learn from interactions (and side information where the model uses it)."""
         started = time.perf_counter()
         self.users, self.items = list(data.users), list(data.items)
-        self.seen_matrix = data.matrix.tocsr()
+        self.seen_matrix = data.matrix.tocsr(copy=True)
         self._user_index = dict(data.user_index)
         self._item_index = dict(data.item_index)
         self.report = FitReport(
@@ -262,6 +262,7 @@ class BaseRecommender(ABC):
             "created_at": datetime.now(UTC).isoformat(),
             "users": len(self.users),
             "items": len(self.items),
+            "interactions": self.report.interactions,
             "data_hash": self.report.data_hash,
             "fit_seconds": self.report.seconds,
             "losses": self.report.losses,
@@ -291,6 +292,7 @@ class BaseRecommender(ABC):
         model._restore({k[6:]: v for k, v in arrays.items() if k.startswith("state_")})
         model.report = FitReport(
             seconds=manifest["fit_seconds"], users=manifest["users"], items=manifest["items"],
+            interactions=manifest.get("interactions", 0),
             data_hash=manifest["data_hash"], losses=manifest["losses"], extra=manifest["extra"],
         )  # fmt: skip
         return model
