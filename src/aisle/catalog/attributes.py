@@ -33,6 +33,9 @@ from typing import Final
 
 import polars as pl
 
+from aisle.catalog import extraction as x
+from aisle.catalog.extraction import ATTRIBUTE_SCHEMA
+from aisle.catalog.measures import dimensions, pack_quantities
 from aisle.catalog.vocabulary import (
     AMBIGUOUS_COLOURS,
     AMBIGUOUS_MATERIALS,
@@ -61,14 +64,6 @@ ATTRIBUTES: Final = (
     "platform",
     "age_rating",
 )
-ATTRIBUTE_SCHEMA: Final[dict[str, pl.DataType]] = {
-    "item_id": pl.String(),
-    "attribute": pl.String(),
-    "value": pl.String(),
-    "unit": pl.String(),
-    "evidence": pl.String(),
-    "method": pl.String(),
-}
 #: Attributes a product has one of: only the most trusted method's values are kept.
 SINGLE_VALUED: Final = frozenset({"product_type", "brand", "platform", "age_rating"})
 METHOD_RANK: Final = {"source": 0, "rule": 1, "dictionary": 2}
@@ -114,40 +109,6 @@ _NOT_SIZE = (
     r"medium[\s-]+(?:roast|weight|heat|format|density|duty|grit|firm|hold|rare)|"
     r"large[\s-]+(?:print|format)|small[\s-]+business)\w*"
 )
-# -- dimensions ----------------------------------------------------------------------------
-_NUM = r"(?:\d+(?:\.\d+)?(?:[\s-]\d{1,2}/\d{1,2})?|\.\d+)"
-_UNIT = (
-    r"(?:cm|mm|(?-i:m)\b|metres?\b|meters?\b|inches\b|inch\b|in\b\.?|\"|''|”|ft\b|feet\b|foot\b)"
-)
-_AXIS = r"(?:\s?\(?(?:[HWDL]|high|wide|long|deep|tall|thick|dia(?:meter)?)\)?\b)?"
-_TERM = rf"{_NUM}\s?-?\s?(?:{_UNIT}{_AXIS})?"
-_DIMENSIONS = rf"(?i){_TERM}(?:\s*[x×*]\s*{_TERM}){{0,3}}"
-_DIMENSION_LABEL = (
-    rf"(?i)(?:measur\w*|dimensions?|length|height|width|diameter|depth)[^:\n\d]{{0,25}}:?\s*"
-    rf"{_TERM}(?:\s*[x×*]\s*{_TERM}){{0,3}}"
-)
-_UNITS: Final = {
-    "cm": "cm", "mm": "mm", "m": "m", "metre": "m", "metres": "m", "meter": "m", "meters": "m",
-    "inches": "in", "inch": "in", "in": "in", "in.": "in", '"': "in", "''": "in", "”": "in",
-    "ft": "ft", "feet": "ft", "foot": "ft",
-}
-_N_IN_1 = r"(?i)\b\d+\s*-?\s*in\s*-?\s*\d+\b"  # "2 in 1" is no dimension
-_JACK = r"(?i)\b(?:2\.5|3\.5|6\.35)\s?mm\b"  # audio-jack sizes name a connector
-_AUDIO = r"(?i)\b(?:jack|plug|audio|aux|headphones?|earphones?|stereo|speakers?)\b"
-# -- pack quantity -------------------------------------------------------------------------
-_PACK_NOUN = r"(?i)\b((?:set|pack|pk|lot)(?:\s+of|\s*/)?\s*(\d{1,4}))\b"
-_PACK_CONTAINER = (
-    r"(?i)\b((?:box|case|bag|tube|tin|carton|bundle|jar|pouch)(?:\s+of|\s*/)\s*(\d{1,4}))\b"
-)
-_PACK_COUNT = r"(?i)\b(\d{1,4})\s?-?\s?(pack|pk|pcs|pc|pieces?|count|ct|pairs?)\b(\.?)\s*([a-z]*)"
-_PACK_LABEL = r"(?i)(?:^|[^\w-])((?:pkg\.?\s*qty|quantity|qty|pack\s*size)\s*:\s*(\d{1,4}))\b"
-_PACK_LEADING = r"^(\d{1,3})\s+((?:[A-Za-z'\-]+\s?){1,4})"
-_NOT_LEADING_PACK: Final = frozenset({
-    "tier", "drawer", "drawers", "hook", "hooks", "wick", "layer", "hole", "colour", "color",
-    "piece", "pc", "light", "seater", "way", "speed", "door", "shelf", "compartment", "port",
-    "slice", "cup", "inch", "oz", "ml", "gb", "tb", "mb", "lb", "quart", "gallon", "watt", "volt",
-    "ft", "mm", "cm", "x", "month", "year", "pin", "player", "d",
-})
 # -- size ----------------------------------------------------------------------------------
 _LETTER_SIZES = r"XXS|XS|S|M|L|XL|XXL|XXXL|[2-5]XL|X-Large|XX-Large|X-Small"
 _SIZE_VALUE = (
@@ -198,8 +159,8 @@ def extract_attributes(products: pl.DataFrame, vocabulary: Vocabulary) -> pl.Dat
         _colours(physical, vocabulary),
         _materials(physical, vocabulary),
         _sizes(physical),
-        _dimensions(physical),
-        _pack_quantities(physical),
+        dimensions(physical),
+        pack_quantities(physical),
         _product_types(base, physical, vocabulary),
     ]
     return _resolve(pl.concat([p.select("_row", *ATTRIBUTE_SCHEMA) for p in parts]))
@@ -295,59 +256,6 @@ def _prepare(products: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
     return frame.with_columns(lead=lead).with_columns(body=body.otherwise(pl.col("title")))
 
 
-def _rows(
-    frame: pl.DataFrame,
-    attribute: str,
-    method: str,
-    value: pl.Expr,
-    evidence: pl.Expr,
-    *,
-    unit: pl.Expr | None = None,
-) -> pl.DataFrame:
-    """Attribute rows from per-product expressions; rows without a value are dropped."""
-    return (
-        frame.select(
-            "_row",
-            "item_id",
-            attribute=pl.lit(attribute),
-            value=value,
-            unit=unit if unit is not None else pl.lit(None, dtype=pl.String),
-            evidence=evidence,
-            method=pl.lit(method),
-        )
-        .filter(pl.col("value").is_not_null() & (pl.col("value") != ""))
-        .cast(pl.Schema(ATTRIBUTE_SCHEMA))
-    )
-
-
-def _matches(frame: pl.DataFrame, text: pl.Expr, pattern: str) -> pl.DataFrame:
-    """One row per match of ``pattern`` in ``text``: ``_row``, ``item_id``, ``m``."""
-    return (
-        frame.select("_row", "item_id", text.str.extract_all(pattern).alias("m"))
-        .explode("m")
-        .drop_nulls("m")
-    )
-
-
-def _found(
-    matches: pl.DataFrame,
-    attribute: str,
-    method: str,
-    value: pl.Expr,
-    *,
-    unit: pl.Expr | None = None,
-) -> pl.DataFrame:
-    """Attribute rows from matches, the match being the evidence."""
-    return _rows(matches, attribute, method, value, pl.col("m"), unit=unit)
-
-
-def _concat(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
-    frames = list(parts)
-    if not frames:
-        return pl.DataFrame(schema={"_row": pl.Int64, **ATTRIBUTE_SCHEMA})
-    return pl.concat(frames)
-
-
 def _resolve(found: pl.DataFrame) -> pl.DataFrame:
     """One row per (item, attribute, value), the most trusted method first; single-valued
     attributes keep only the values of their most trusted method."""
@@ -371,11 +279,11 @@ def _resolve(found: pl.DataFrame) -> pl.DataFrame:
 def _from_source(base: pl.DataFrame) -> pl.DataFrame:
     platform, esrb, kind = pl.col("platform"), pl.col("esrb"), pl.col("type")
     named = platform.str.to_lowercase().replace_strict(PLATFORMS, default=platform)
-    return _concat([
-        _rows(base, "brand", "source", pl.col("brand"), pl.col("brand")),
-        _rows(base, "product_type", "source", kind.str.to_lowercase(), kind),
-        _rows(base, "platform", "source", named, platform),
-        _rows(base, "age_rating", "source", esrb.str.extract(r"^([^=]+)", 1), esrb),
+    return x.concat([
+        x.rows(base, "brand", "source", pl.col("brand"), pl.col("brand")),
+        x.rows(base, "product_type", "source", kind.str.to_lowercase(), kind),
+        x.rows(base, "platform", "source", named, platform),
+        x.rows(base, "age_rating", "source", esrb.str.extract(r"^([^=]+)", 1), esrb),
     ])  # fmt: skip
 
 
@@ -388,24 +296,24 @@ def _brands(base: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
         & ~labelled.str.to_lowercase().is_in(sorted(_NOT_A_VALUE))
     ).then(labelled)
     named = lead.str.to_lowercase().replace_strict(spelling, default=lead)
-    return _concat([
-        _rows(base, "brand", "rule", labelled, labelled),
-        _rows(base, "brand", "dictionary", named, lead),
+    return x.concat([
+        x.rows(base, "brand", "rule", labelled, labelled),
+        x.rows(base, "brand", "dictionary", named, lead),
     ])  # fmt: skip
 
 
 def _platforms(base: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
     names = dict(PLATFORMS) | {p.lower(): p for p in vocabulary.platforms}
-    matches = _matches(base, pl.col("title"), rf"(?i)\b(?:{alternation(names)})\b")
+    matches = x.matches(base, pl.col("title"), rf"(?i)\b(?:{alternation(names)})\b")
     key = pl.col("m").str.to_lowercase().str.replace_all(r"[\s-]+", " ")
-    return _found(matches, "platform", "dictionary", key.replace_strict(names, default=None))
+    return x.found(matches, "platform", "dictionary", key.replace_strict(names, default=None))
 
 
 def _age_ratings(base: pl.DataFrame) -> pl.DataFrame:
     text = pl.concat_str(pl.col("title"), pl.col("description"), separator=" \n ")
     found = text.str.extract(_AGE_TEXT, 1)
     value = found.str.to_lowercase().replace_strict(ESRB_NAMES, default=found)
-    return _rows(base, "age_rating", "rule", value, found)
+    return x.rows(base, "age_rating", "rule", value, found)
 
 
 # -- dictionary words: colour, material, size ----------------------------------------------
@@ -432,16 +340,18 @@ def _dictionary_words(
     parts = []
     if lexicon.plain:
         plain = rf"(?i)\b{shade}(?:{alternation(lexicon.plain)})\b"
-        parts.append(_found(_matches(frame, text, plain), name, "dictionary", normal(pl.col("m"))))
+        parts.append(
+            x.found(x.matches(frame, text, plain), name, "dictionary", normal(pl.col("m")))
+        )
         text = text.str.replace_all(plain, " # ")  # "cast iron" holds no second "iron"
     if lexicon.ambiguous:
         pattern = rf"(?i)\b({shade}(?:{alternation(lexicon.ambiguous)}))\b(?:([\s-]+)([a-z']+))?"
         groups = pl.col("m").str.extract_groups(pattern)
         word, follower = groups.struct.field("1"), groups.struct.field("3")
         modifies = follower.is_not_null() | ~normal(word).is_in(sorted(product_types))
-        ambiguous = _matches(frame, text, pattern).filter(modifies).with_columns(m=word)
-        parts.append(_found(ambiguous, name, "dictionary", normal(pl.col("m"))))
-    return _concat(parts)
+        ambiguous = x.matches(frame, text, pattern).filter(modifies).with_columns(m=word)
+        parts.append(x.found(ambiguous, name, "dictionary", normal(pl.col("m"))))
+    return x.concat(parts)
 
 
 def _trailing_list(frame: pl.DataFrame, lexicon: _Lexicon) -> pl.DataFrame:
@@ -454,8 +364,8 @@ def _trailing_list(frame: pl.DataFrame, lexicon: _Lexicon) -> pl.DataFrame:
     listed = frame.with_columns(seg=segment.str.strip_chars()).filter(
         pl.col("seg").str.contains(whole)
     )
-    matches = _matches(listed, pl.col("seg"), rf"(?i)\b{word}\b")
-    return _found(matches, lexicon.attribute, "dictionary", lexicon.normal(pl.col("m")))
+    matches = x.matches(listed, pl.col("seg"), rf"(?i)\b{word}\b")
+    return x.found(matches, lexicon.attribute, "dictionary", lexicon.normal(pl.col("m")))
 
 
 def _labelled(
@@ -525,9 +435,9 @@ def _colours(frame: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
     known = sorted(vocabulary.colours | set(COLOURS.values()))
     labelled = _labelled(frame, _COLOUR_LABEL, short)
     finish = _labelled(frame, _FINISH_LABEL, lambda v: _colour_value(v).is_in(known))
-    return _concat([
-        _found(labelled, "colour", "rule", _colour_value(pl.col("m"))),
-        _found(finish, "colour", "rule", _colour_value(pl.col("m"))),
+    return x.concat([
+        x.found(labelled, "colour", "rule", _colour_value(pl.col("m"))),
+        x.found(finish, "colour", "rule", _colour_value(pl.col("m"))),
         _dictionary_words(frame, lexicon, vocabulary.product_types),
         _trailing_list(frame, lexicon),
     ])  # fmt: skip
@@ -540,13 +450,13 @@ def _materials(frame: pl.DataFrame, vocabulary: Vocabulary) -> pl.DataFrame:
     labelled = _labelled(frame, _MATERIAL_LABEL, lambda v: v.str.count_matches(" ") < 4)
     in_label = labelled.with_columns(pl.col("m").str.extract_all(rf"(?i)\b{phrase}")).explode("m")
     stated = pl.concat([
-        _matches(frame, pl.col("description"), _MADE_OF + phrase),
-        _matches(frame, pl.col("description"), _PERCENT_OF + phrase),
+        x.matches(frame, pl.col("description"), _MADE_OF + phrase),
+        x.matches(frame, pl.col("description"), _PERCENT_OF + phrase),
     ]).with_columns(m=pl.col("m").str.extract(rf"(?i)({phrase})$", 1))  # fmt: skip
     value = _material_value(pl.col("m"))
-    return _concat([
-        _found(in_label.drop_nulls("m"), "material", "rule", value),
-        _found(stated.drop_nulls("m"), "material", "rule", value),
+    return x.concat([
+        x.found(in_label.drop_nulls("m"), "material", "rule", value),
+        x.found(stated.drop_nulls("m"), "material", "rule", value),
         _dictionary_words(frame, lexicon, vocabulary.product_types),
         _trailing_list(frame, lexicon),
     ])  # fmt: skip
@@ -562,10 +472,10 @@ def _sizes(frame: pl.DataFrame) -> pl.DataFrame:
     title, description = pl.col("title"), pl.col("description")
     child = pl.when(title.str.contains(_CHILD)).then(title.str.extract(_AGE_SIZE, 1))
     bed = title.str.extract(_BED_SIZE, 1)
-    return _concat(
+    return x.concat(
         [_dictionary_words(frame, lexicon, modifying)]
         + [
-            _rows(frame, "size", "rule", _size_value(found), found)
+            x.rows(frame, "size", "rule", _size_value(found), found)
             for found in (
                 title.str.extract(_SIZE_TITLE, 1),
                 description.str.extract(_SIZE_LABEL, 1),
@@ -573,92 +483,10 @@ def _sizes(frame: pl.DataFrame) -> pl.DataFrame:
             )
         ]
         + [
-            _rows(frame, "size", "rule", child, child),
-            _rows(frame, "size", "rule", bed.str.to_lowercase(), bed),
+            x.rows(frame, "size", "rule", child, child),
+            x.rows(frame, "size", "rule", bed.str.to_lowercase(), bed),
         ]
     )
-
-
-# -- rules: dimensions, pack quantity ------------------------------------------------------
-def _dimensions(frame: pl.DataFrame) -> pl.DataFrame:
-    """Lengths with a unit: any in the title, in descriptions only with two or more measures
-    ("8" x 8"") or after a label ("Height: 31.89 Inches")."""
-
-    def clean(text: pl.Expr) -> pl.Expr:
-        text = text.str.replace_all(_N_IN_1, " ")
-        return (
-            pl.when(pl.col("title").str.contains(_AUDIO))
-            .then(text.str.replace_all(_JACK, " "))
-            .otherwise(text)
-        )
-
-    title, description = clean(pl.col("title")), clean(pl.col("description"))
-    labelled = description.str.extract_all(_DIMENSION_LABEL).list.join("\n")
-    parts = []
-    for text, least in ((title, 1), (description, 2), (labelled, 1)):
-        matches = _matches(frame, text, _DIMENSIONS).with_columns(
-            numbers=pl.col("m").str.extract_all(_NUM),
-            u=pl.col("m").str.extract(rf"(?i)({_UNIT})", 1).str.to_lowercase().str.strip_chars(),
-        )
-        matches = matches.filter(
-            pl.col("u").is_not_null() & (pl.col("numbers").list.len() >= least)
-        ).with_columns(
-            u=pl.col("u").replace_strict(_UNITS, default=None), m=pl.col("m").str.strip_chars()
-        )
-        value = pl.concat_str(
-            pl.col("numbers").list.eval(pl.element().str.strip_chars()).list.join("x"),
-            pl.col("u"),
-            separator=" ",
-        )
-        parts.append(_found(matches, "dimensions", "rule", value, unit=pl.col("u")))
-    return _concat(parts)
-
-
-def _pack_quantities(frame: pl.DataFrame) -> pl.DataFrame:
-    """Counts of items sold together: "SET OF 3", "PACK OF 72", "SET/6", "BOX OF 10", "12 PCS",
-    "4pk", "10 Ct" (not the carats of "1/7 CT.T.W."), "Twin Pack", "Quantity: 1" and, in
-    all-caps titles, a leading count before a plural ("36 PENCILS TUBE")."""
-    title = pl.col("title")
-    counted = _matches(
-        frame.filter(~title.str.contains(r"(?i)\b(?:puzzle|jigsaw)")), title, _PACK_COUNT
-    )
-    groups = pl.col("m").str.extract_groups(_PACK_COUNT)
-    number, word = groups.struct.field("1"), groups.struct.field("2").str.to_lowercase()
-    dot, after = groups.struct.field("3"), groups.struct.field("4").str.to_lowercase()
-    carat = (word == "ct") & ((dot == ".") | after.is_in(["t", "tw", "gold", "diamond", "w"]))
-    counted = counted.filter((number.cast(pl.Int64) > 1) & ~carat)
-    twin = title.str.extract(r"(?i)\b(twin|double|triple)[\s-]pack\b", 1).str.to_lowercase()
-    leading = title.str.extract_groups(_PACK_LEADING)
-    words = leading.struct.field("2").str.to_lowercase().str.split(" ")
-    plural = words.list.eval(pl.element().str.contains(r"[a-z]{2}[^su]s$")).list.any()
-    first = words.list.first().is_in(sorted(_NOT_LEADING_PACK))
-    # a leading count is the gift trade's way ("36 PENCILS"); elsewhere it names a model
-    all_caps = ~title.str.contains(r"[a-z]")
-    lead = pl.when(plural & ~first & all_caps).then(leading.struct.field("1"))
-    label = pl.col("description").str.extract_groups(_PACK_LABEL)
-    spans = [
-        title.str.extract_groups(_PACK_NOUN),
-        title.str.extract_groups(_PACK_CONTAINER),
-        label,
-    ]
-    return _concat(
-        [
-            _rows(frame, "pack_quantity", "rule", _count(s.struct.field("2")), s.struct.field("1"))
-            for s in spans
-        ]
-        + [
-            _found(counted, "pack_quantity", "rule", _count(number)),
-            _rows(frame, "pack_quantity", "rule",
-                  twin.replace_strict({"twin": "2", "double": "2", "triple": "3"}, default=None),
-                  twin),
-            _rows(frame, "pack_quantity", "rule", _count(lead), lead),
-        ]
-    )  # fmt: skip
-
-
-def _count(text: pl.Expr) -> pl.Expr:
-    number = text.cast(pl.Int64, strict=False)
-    return pl.when(number > 0).then(number.cast(pl.String))
 
 
 # -- product type --------------------------------------------------------------------------
@@ -669,7 +497,7 @@ def _product_types(
     phrase that ends furthest right in the main clause of the title without its brand, the
     longest where several end there."""
     fmt = pl.col("title").str.extract(rf"(?i)\(({alternation(FORMATS)})\)\s*$", 1)
-    formats = _rows(
+    formats = x.rows(
         base,
         "product_type",
         "rule",
@@ -690,4 +518,4 @@ def _product_types(
         .group_by("_row", maintain_order=True)
         .last()
     )
-    return _concat([formats, _found(picked, "product_type", "dictionary", pl.col("m"))])
+    return x.concat([formats, x.found(picked, "product_type", "dictionary", pl.col("m"))])
