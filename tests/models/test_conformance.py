@@ -12,7 +12,7 @@ import pytest
 from aisle.config import RecommendSettings
 from aisle.errors import NotFoundError
 from aisle.features.interactions import Interactions, build_interactions
-from aisle.models import MODELS, model_class
+from aisle.models import available_models, model_class
 from aisle.models.base import BaseRecommender, Recommender, SideInfo
 from tests.models.purchases import purchases
 
@@ -24,18 +24,6 @@ FAST: dict[str, dict[str, object]] = {
     "sasrec": {"hidden": 16, "epochs": 5, "max_length": 10},
     "ranker": {"candidates": ["itemknn", "popularity"], "trees": 20},
 }
-
-
-def available() -> list[str]:
-    """Models whose module exists (others are still being written)."""
-    names = []
-    for name in MODELS:
-        try:
-            model_class(name)
-        except ImportError:
-            continue
-        names.append(name)
-    return names
 
 
 def shop() -> Interactions:
@@ -67,7 +55,7 @@ def data() -> Interactions:
     return shop()
 
 
-@pytest.fixture(scope="module", params=available())
+@pytest.fixture(scope="module", params=available_models())
 def fitted(request: pytest.FixtureRequest, data: Interactions) -> BaseRecommender:
     name = request.param
     return model_class(name)(**FAST.get(name, {})).fit(data, side(data))
@@ -165,7 +153,7 @@ def test_an_item_without_interactions_is_ranked_but_last_for_id_models(
 def test_forgetting_a_user_removes_them_at_once(data: Interactions, tmp_path: Path) -> None:
     """Every model: after ``forget_user`` the customer is unknown, their id is in no artifact,
     and everyone else is scored as before."""
-    for name in available():
+    for name in available_models():
         model = model_class(name)(**FAST.get(name, {})).fit(data, side(data))
         before = model.score_users(np.asarray([data.user_index["u30"]]))
         assert model.forget_user("u3") and not model.forget_user("u3")

@@ -38,7 +38,7 @@ from aisle.evaluation.protocols import (
 )
 from aisle.features.interactions import Interactions, build_interactions, load_events
 from aisle.features.side import side_information
-from aisle.models import MODELS, model_class
+from aisle.models import available_models, model_class
 from aisle.models.base import BaseRecommender
 from aisle.storage import Store
 
@@ -134,18 +134,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, np.generic):
         return _clean(value.item())
     return value
-
-
-def available_models() -> list[str]:
-    """Registered models whose module exists (others are still being written)."""
-    names = []
-    for name in MODELS:
-        try:
-            model_class(name)
-        except ImportError:
-            continue
-        names.append(name)
-    return names
 
 
 # -- ratings ------------------------------------------------------------------------------------

@@ -29,3 +29,15 @@ def model_class(name: str) -> type[BaseRecommender]:
     if not (isinstance(found, type) and issubclass(found, BaseRecommender)):
         raise AisleError(f"{target} is not a recommender")
     return found
+
+
+def available_models() -> list[str]:
+    """Registered models whose module can be imported."""
+    names = []
+    for name in MODELS:
+        try:
+            model_class(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
