@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from aisle.catalog import views
-from aisle.catalog.build import build_catalog
 from aisle.cli.context import console, emit_json, guarded, settings
 from aisle.storage import Store
 
@@ -48,6 +47,8 @@ def build(
     embed text and list near duplicates."""
     config = settings()
     with Store(config.home) as store:
+        from aisle.catalog.build import build_catalog  # noqa: PLC0415 (scikit-learn: ~1 s)
+
         report = build_catalog(store, config, embed=embed, model=model)
     if as_json:
         emit_json(report.to_json())

@@ -7,7 +7,7 @@ and learns to order them from features (item facts as known before the labels): 
 model's score and rank, the item's popularity, recency and price, and the customer's affinity
 to the item's category and brand. The candidate models are then refitted on everything, so
 serving sees all behaviour. Items outside the pool score below every candidate (finite,
-ordered by popularity).
+in the first candidate model's order).
 """
 
 from __future__ import annotations
@@ -198,10 +198,14 @@ class Ranker(BaseRecommender):
     def _scores_from(
         self, users: np.ndarray, seen: list[History], scores: list[np.ndarray]
     ) -> np.ndarray:
-        features, pairs = self._features(users, seen, scores)
-        out = np.tile(self.popularity * 1e-3, (len(users), 1)).astype(np.float64)
+        first = np.asarray(scores[0], dtype=np.float64)
         if self.booster is None:  # too little to learn from: the first model decides
-            return np.asarray(scores[0], dtype=np.float64)
+            return first
+        features, pairs = self._features(users, seen, scores)
+        # outside the pool, the first model's order, squeezed into [-1, 0)
+        order = np.argsort(-first, axis=1, kind="stable")
+        out = np.empty_like(first)
+        np.put_along_axis(out, order, -(np.arange(1, first.shape[1] + 1) / first.shape[1]), 1)
         if pairs.height:
             predicted = np.asarray(self.booster.predict(features), dtype=np.float64)
             floor = float(predicted.min()) - 1.0

@@ -24,6 +24,7 @@ from torch.nn import functional
 
 from aisle.features.interactions import Interactions
 from aisle.models.base import BaseRecommender, Explanation, SideInfo
+from aisle.threads import torch_threads
 
 #: Rows scored together by ``score_users``.
 SCORE_BATCH = 512
@@ -148,8 +149,9 @@ class SASRec(BaseRecommender):
     """Self-attentive sequential recommendation: the next item from the order of the past.
 
     ``negatives`` items are sampled per position for the binary cross-entropy loss; ``l2`` is
-    the L2 penalty on the item embeddings; ``threads`` sets ``torch.set_num_threads`` (None
-    leaves torch's default). Set ``epoch_callback`` before ``fit`` to watch or stop training.
+    the L2 penalty on the item embeddings; ``threads`` is torch's thread count while fitting
+    (1 by default; None leaves torch's). Set ``epoch_callback`` before ``fit`` to watch or
+    stop training.
     """
 
     name: ClassVar[str] = "sasrec"
@@ -165,7 +167,7 @@ class SASRec(BaseRecommender):
         "l2": 0.0,
         "negatives": 1,
         "seed": 0,
-        "threads": None,
+        "threads": 1,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -178,8 +180,6 @@ class SASRec(BaseRecommender):
     # -- the network ----------------------------------------------------------------------
     def _network(self, n_items: int) -> _Network:
         p = self.params
-        if p["threads"] is not None:
-            torch.set_num_threads(int(p["threads"]))
         network = _Network(
             n_items, hidden=int(p["hidden"]), blocks=int(p["blocks"]), heads=int(p["heads"]),
             dropout=float(p["dropout"]), max_length=int(p["max_length"]),
@@ -217,7 +217,7 @@ class SASRec(BaseRecommender):
         self.sequence_items = (
             np.concatenate(sequences).astype(np.int32) if sequences else np.zeros(0, np.int32)
         )
-        with torch.random.fork_rng(devices=[]):
+        with torch_threads(self.params["threads"]), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.params["seed"]))
             self.network = self._network(data.n_items)
             generator = torch.Generator().manual_seed(int(self.params["seed"]))

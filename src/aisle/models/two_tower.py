@@ -54,6 +54,7 @@ from torch.nn import functional
 from aisle.errors import AisleError
 from aisle.features.interactions import Interactions
 from aisle.models.base import BaseRecommender, SideInfo
+from aisle.threads import torch_threads
 
 _LOSSES = ("softmax", "bpr")
 _CLIPPINGS = ("hooks", "ghost")
@@ -213,10 +214,7 @@ class TwoTower(BaseRecommender):
                     f"expected ({data.n_items}, d)"
                 )
             text = torch.from_numpy(np.nan_to_num(vectors).copy())
-        threads = torch.get_num_threads()
-        if p["threads"]:
-            torch.set_num_threads(int(p["threads"]))
-        try:
+        with torch_threads(p["threads"]):
             with torch.random.fork_rng():
                 torch.manual_seed(p["seed"])
                 self._net = self._build(data.n_items, data.n_users, text)
@@ -227,8 +225,6 @@ class TwoTower(BaseRecommender):
             if matrix.nnz:
                 (self._train_private if private else self._train)(matrix)
             self._net.eval()
-        finally:
-            torch.set_num_threads(threads)
         self._refresh()
 
     def _build(self, n_items: int, n_users: int, text: torch.Tensor | None) -> _Towers:

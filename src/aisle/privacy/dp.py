@@ -21,15 +21,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import opendp.prelude as dp
 import polars as pl
+from opendp import combinators as c
+from opendp import domains, metrics, mod
+from opendp import measurements as m
 
 from aisle.config import PrivacySettings
 from aisle.errors import AisleError, PrivacyBudgetError
 from aisle.privacy import audit
 from aisle.storage import Store
 
-dp.enable_features("contrib")
+mod.enable_features("contrib")
+
+
+def _vector_space() -> tuple[Any, Any]:
+    """Float vectors (no NaN) under the L2 distance: the input space of the sum releases."""
+    return domains.vector_domain(domains.atom_domain(T=float, nan=False)), metrics.l2_distance(
+        T=float
+    )
+
+
 ALL = "all"
 
 
@@ -56,25 +67,25 @@ class Release:
         }
 
 
-def gaussian(epsilon: float, delta: float, bound: float) -> tuple[dp.Measurement, float]:
+def gaussian(epsilon: float, delta: float, bound: float) -> tuple[mod.Measurement, float]:
     """OpenDP's Gaussian mechanism over a vector of sums, calibrated so that inputs at L2
     distance ``bound`` cost exactly (epsilon, delta); returns it and its noise scale."""
-    space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
+    space = _vector_space()
 
-    def make(scale: float) -> dp.Measurement:
-        base = space >> dp.m.then_gaussian(scale=scale)
-        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(base), delta=delta)
+    def make(scale: float) -> mod.Measurement:
+        base = space >> m.then_gaussian(scale=scale)
+        return c.make_fix_delta(c.make_zCDP_to_approxDP(base), delta=delta)
 
-    scale = float(dp.binary_search_param(make, d_in=bound, d_out=(epsilon, delta)))
+    scale = float(mod.binary_search_param(make, d_in=bound, d_out=(epsilon, delta)))
     return make(scale), scale
 
 
-def zcdp_gaussian(rho: float, bound: float) -> tuple[dp.Measurement, float]:
+def zcdp_gaussian(rho: float, bound: float) -> tuple[mod.Measurement, float]:
     """OpenDP's Gaussian mechanism over a vector of sums costing ``rho`` (zCDP) for inputs at
     L2 distance ``bound``; returns it and its noise scale."""
     scale = bound / math.sqrt(2 * rho)
-    space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l2_distance(T=float)
-    measurement = space >> dp.m.then_gaussian(scale=scale)
+    space = _vector_space()
+    measurement = space >> m.then_gaussian(scale=scale)
     if measurement.map(bound) > rho * (1 + 1e-9):
         raise AisleError("the Gaussian mechanism costs more than its share of the budget")
     return measurement, scale
@@ -153,21 +164,21 @@ QUERIES_PER_CUSTOMER = 5
 
 def thresholded_gaussian(
     epsilon: float, delta: float, keys_per_customer: int
-) -> tuple[dp.Measurement, float, float]:
+) -> tuple[mod.Measurement, float, float]:
     """OpenDP's Gaussian mechanism with a threshold, for counts over an unknown domain (search
     queries): each customer adds 1 to at most ``keys_per_customer`` keys. Returns it, its
     noise scale and its threshold, calibrated to (epsilon, delta) in total."""
-    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=float, nan=False))
-    metric = dp.l02inf_distance(dp.absolute_distance(T=float))
+    domain = domains.map_domain(domains.atom_domain(T=str), domains.atom_domain(T=float, nan=False))
+    metric = metrics.l02inf_distance(metrics.absolute_distance(T=float))
     d_in = (keys_per_customer, math.sqrt(keys_per_customer), 1.0)
     # the threshold keeps a key seen by few customers out with probability about 1 - delta / 2
     tail = math.sqrt(2 * math.log(2 * keys_per_customer / delta))
 
-    def make(scale: float) -> dp.Measurement:
-        base = dp.m.make_gaussian_threshold(domain, metric, scale=scale, threshold=1 + scale * tail)
-        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(base), delta=delta)
+    def make(scale: float) -> mod.Measurement:
+        base = m.make_gaussian_threshold(domain, metric, scale=scale, threshold=1 + scale * tail)
+        return c.make_fix_delta(c.make_zCDP_to_approxDP(base), delta=delta)
 
-    scale = float(dp.binary_search_param(make, d_in=d_in, d_out=(epsilon, delta)))
+    scale = float(mod.binary_search_param(make, d_in=d_in, d_out=(epsilon, delta)))
     return make(scale), scale, 1 + scale * tail
 
 
