@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 #: Distributions whose versions change benchmark figures.
-LIBRARIES = ("aisle", "polars", "duckdb", "pandas", "pandera", "numpy", "pyarrow")
+LIBRARIES = ("aisle", "polars", "duckdb", "pandas", "pandera", "numpy", "pyarrow", "torch",
+             "lightgbm", "tantivy", "usearch")  # fmt: skip
 #: Environment variables that cap or pin the threads of the native libraries.
 THREAD_VARIABLES = (
     "POLARS_MAX_THREADS",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from aisle.config import Settings, load_settings
 from aisle.ingest.adapters.uci_online_retail import COLUMNS as UCI_COLUMNS
@@ -16,6 +19,25 @@ from aisle.ingest.adapters.uci_online_retail import COLUMNS as UCI_COLUMNS
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AISLE_DATA", REPO.parent / "shared" / "data"))
 TEST_SECRET = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+_RUNNER = CliRunner()
+
+
+def run_aisle(home: Path, *args: str) -> Result:
+    """`aisle --home HOME ARGS...` in-process, with the test secret and no aisle.toml."""
+    from aisle.cli.main import app
+
+    env = {"AISLE_SECRET_KEY": TEST_SECRET, "AISLE_CONFIG": str(home / "no-such.toml")}
+    return _RUNNER.invoke(app, ["--home", str(home), *args], env=env)
+
+
+def json_result(result: Result) -> dict[str, Any]:
+    """The one JSON object a successful `--json` command printed."""
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    out = json.loads(lines[0])
+    assert isinstance(out, dict)
+    return out
 
 
 @pytest.fixture(autouse=True)

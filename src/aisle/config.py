@@ -188,6 +188,19 @@ class RecommendSettings(BaseModel):
     )
 
 
+class SearchSettings(BaseModel):
+    """How search reads queries and learns from clicks."""
+
+    synonyms: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Equivalent phrasings, e.g. {"tv" = ["television"]}; a key ending in "=>" '
+        "is one-way (the key is rewritten to the phrases, not back).",
+    )
+    click_half_life_days: float = Field(
+        14.0, gt=0, description="A click this many days older than the newest weighs half."
+    )
+
+
 class IngestSettings(BaseModel):
     """Defaults applied while reading sources."""
 
@@ -229,6 +242,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     adapters: dict[str, MappingAdapterSettings] = Field(default_factory=dict)
 
     @classmethod

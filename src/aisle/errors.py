@@ -42,6 +42,10 @@ class InputError(AisleError):
         super().__init__(text)
 
 
+class SearchError(AisleError, ValueError):
+    """A search asks for what the index cannot do: an unknown sort, filter or facet."""
+
+
 class UnknownAdapterError(AisleError):
     """No adapter of that name is registered."""
 

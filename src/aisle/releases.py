@@ -47,7 +47,8 @@ def rebuild(settings: Settings, rows: pl.DataFrame) -> dict[RecordKind, pl.DataF
     left out. Products derived from transactions keep their canonical record as payload.
     """
     built: dict[RecordKind, list[pl.DataFrame]] = {RecordKind.EVENTS: [], RecordKind.PRODUCTS: []}
-    usable = rows.filter(pl.col("payload").is_not_null())
+    kinds = [RecordKind.EVENTS.value, RecordKind.PRODUCTS.value]  # judgements are not rebuilt
+    usable = rows.filter(pl.col("payload").is_not_null() & pl.col("kind").is_in(kinds))
     for (kind_name, import_id, adapter_name), part in usable.group_by(
         "kind", "import_id", "adapter", maintain_order=True
     ):

@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from plotly.offline import get_plotlyjs
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from aisle.cli.main import app
 from aisle.storage import Store
-from tests.conftest import TEST_SECRET
+from tests.conftest import json_result as payload
+from tests.conftest import run_aisle as run
 
-RUNNER = CliRunner()
 ROWS = 20_000
 METRICS = ("ndcg@10", "recall@10", "recall@20", "hr@10", "mrr", "map@10", "auc", "coverage",
            "novelty", "popularity_bias")  # fmt: skip
-
-
-def run(home: Path, *args: str) -> Result:
-    """`aisle --home HOME ARGS...` with the secret, and no aisle.toml."""
-    env = {"AISLE_SECRET_KEY": TEST_SECRET, "AISLE_CONFIG": str(home / "no-such.toml")}
-    return RUNNER.invoke(app, ["--home", str(home), *args], env=env)
-
-
-def payload(result: Result) -> dict[str, Any]:
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, result.stdout
-    out = json.loads(lines[0])
-    assert isinstance(out, dict)
-    return out
 
 
 def split_ratings(source: Path, folder: Path) -> tuple[Path, Path, int, int]:

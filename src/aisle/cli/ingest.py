@@ -1,4 +1,4 @@
-"""`aisle ingest events|products PATH_OR_URL --adapter NAME`."""
+"""`aisle ingest events|products|judgments PATH_OR_URL --adapter NAME`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from rich.table import Table
 from aisle.cli.context import console, emit_json, guarded, settings
 from aisle.domain import RecordKind
 from aisle.pipeline import ImportResult, ingest
+from aisle.search.judgments import import_judgments, judgment_columns
+from aisle.storage import Store
 
-app = typer.Typer(help="Import events or products from a file or URL (CSV, JSONL, Parquet, gz).")
+app = typer.Typer(
+    help="Import events, products or judgements from a file or URL (CSV, JSONL, Parquet, gz)."
+)
 
 AdapterOption = Annotated[
     str, typer.Option("--adapter", "-a", help="Dataset adapter, or one configured in aisle.toml.")
@@ -49,6 +53,10 @@ def _run(kind: RecordKind, source: str, adapter: str, as_json: bool) -> None:
     config = settings()
     with console.status(f"importing {kind.value} from {source}") as status:
         result = ingest(kind, source, adapter, config, progress=status.update)
+    _report(result, as_json)
+
+
+def _report(result: ImportResult, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_json())
         return
@@ -82,3 +90,19 @@ def products(
 ) -> None:
     """Import product records."""
     _run(RecordKind.PRODUCTS, source, adapter, as_json)
+
+
+@app.command("judgments")
+@guarded
+def judgments(
+    source: str, adapter: AdapterOption = "crowdflower", as_json: JsonOption = False
+) -> None:
+    """Import graded (query, product) judgements; the judged products enter the catalog too."""
+    config = settings()
+    judgment_columns(adapter)  # an adapter without judgements fails before anything is written
+    with console.status(f"importing judgements from {source}") as status:
+        products = ingest(RecordKind.PRODUCTS, source, adapter, config, progress=status.update)
+        with Store(config.home) as store:
+            result = import_judgments(store, config, source, adapter, progress=status.update)
+    result.derived = [products]
+    _report(result, as_json)

@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from aisle import __version__
-from aisle.cli import catalog, demo, evaluate, ingest, models, privacy, quality, store
+from aisle.cli import (
+    catalog,
+    demo,
+    evaluate,
+    ingest,
+    models,
+    privacy,
+    quality,
+    search,
+    search_eval,
+    store,
+)
 from aisle.cli.context import set_home
 
 app = typer.Typer(
@@ -29,6 +40,10 @@ app.command("recommend")(models.recommend_command)
 app.command("erase")(privacy.erase_command)
 app.command("demo")(demo.demo)
 app.command("evaluate")(evaluate.evaluate)
+app.command("evaluate-search")(search_eval.evaluate_search_command)
+app.add_typer(search.index_app, name="index")
+app.command("search")(search.search_command)
+app.command("suggest")(search.suggest_command)
 
 
 def _version(value: bool) -> None:

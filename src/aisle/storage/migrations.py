@@ -250,4 +250,17 @@ MIGRATIONS: Final[list[str]] = [
         done_at TIMESTAMPTZ
     );
     """,
+    # 8: graded relevance judgements of (query, product) pairs, for search evaluation and tuning
+    """
+    CREATE TABLE judgments (
+        record_id VARCHAR NOT NULL,          -- the accepted source row this judgement came from
+        query VARCHAR NOT NULL,              -- PII-scrubbed and normalised
+        item_id VARCHAR NOT NULL,
+        relevance INTEGER NOT NULL,          -- 1 (irrelevant) .. 4 (fully relevant)
+        variance DOUBLE,                     -- the raters' variance, where the source has it
+        source VARCHAR NOT NULL,             -- the adapter that read it
+        import_id INTEGER NOT NULL,
+        line BIGINT
+    );
+    """,
 ]

@@ -11,7 +11,7 @@ from aisle.storage.store import Store
 SNAPSHOT_TABLES = (
     "imports", "events", "products", "product_versions", "product_sources", "product_history",
     "product_conflicts", "quarantine", "duplicates",
-    "profiles", "drift",
+    "profiles", "drift", "judgments",
 )  # fmt: skip
 
 

@@ -50,6 +50,8 @@ class Crowdflower(BaseAdapter):
 
     name: str = "crowdflower"
     kinds: frozenset[RecordKind] = frozenset({RecordKind.PRODUCTS})
+    #: the judged query rides along in quarantined rows' payloads: scrub it like shoppers' text
+    text_columns: tuple[str, ...] = ("query",)
     file_names: dict[RecordKind, str] = field(
         default_factory=lambda: {RecordKind.PRODUCTS: "train_shared.csv.gz"}
     )

@@ -1,0 +1,1 @@
+"""Product search: documents, lexical and dense indexes, query understanding, ranking."""

@@ -1,0 +1,137 @@
+"""The search index as artifacts under home: built from the store, versioned, loaded to serve.
+
+``home/search/vN/`` holds the documents (Parquet), their vectors (``vectors.npy`` with the
+model's name in the manifest), the tantivy index (``lexical/``), query understanding, the
+click history, the learnt ranker, the autocomplete index and ``manifest.json``. ``CURRENT``
+names the version in use and is replaced atomically, so a reader sees the old version or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+
+from aisle.catalog.embeddings import encoder
+from aisle.config import Settings
+from aisle.errors import NotFoundError
+from aisle.search.build import assemble, gather
+from aisle.search.clicks import ClickHistory
+from aisle.search.engine import SearchEngine
+from aisle.search.lexical import LexicalIndex
+from aisle.search.ltr import SearchRanker
+from aisle.search.query import QueryUnderstanding
+from aisle.search.suggest import Suggester
+from aisle.storage import Store
+
+SEARCH_DIR: Final = "search"
+CURRENT: Final = "CURRENT"
+
+
+@dataclass(frozen=True)
+class IndexBuild:
+    """What ``build_index`` made."""
+
+    version: int
+    path: Path
+    products: int
+    clicks: int
+    judgements: int
+    ranker: str  # "click-aware", "text-only" or "fusion" (too little to learn from)
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {**self.__dict__, "path": str(self.path)}
+
+
+def _root(home: Path) -> Path:
+    return Path(home) / SEARCH_DIR
+
+
+def current_version(home: Path) -> Path:
+    """The folder of the version in use."""
+    pointer = _root(home) / CURRENT
+    if not pointer.is_file():
+        raise NotFoundError("no search index yet: run `aisle index build`")
+    return _root(home) / pointer.read_text(encoding="utf-8").strip()
+
+
+def build_index(store: Store, settings: Settings) -> IndexBuild:
+    """Build every search artifact from the store into a new version and make it current."""
+    started = time.perf_counter()
+    root = _root(settings.home)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit()]
+    version = max(taken, default=0) + 1
+    folder = root / f"v{version}"
+    parts = gather(store, settings)
+    parts.lexical = LexicalIndex.create(parts.documents, folder / "lexical")
+    clicks = parts.clicks.height > 0
+    engine = assemble(parts, clicks=clicks)
+    engine.documents.write_parquet(folder / "documents.parquet")
+    if parts.vectors is not None:
+        np.save(folder / "vectors.npy", parts.vectors, allow_pickle=False)
+    if isinstance(parts.understanding, QueryUnderstanding):
+        parts.understanding.save(folder / "understanding")
+        corrector = parts.understanding.corrector_
+    else:
+        corrector = None
+    if clicks:
+        parts.history.save(folder / "clicks")
+    if engine.ranker is not None:
+        engine.ranker.save(folder / "ranker")
+    queries = parts.clicks.select("query", "user_id") if clicks else None
+    Suggester().fit(engine.documents, queries, corrector=corrector).save(folder / "suggest")
+    kind = "fusion" if engine.ranker is None else "click-aware" if clicks else "text-only"
+    build = IndexBuild(version, folder, engine.documents.height, parts.clicks.height,
+                       parts.judgements.height, kind, time.perf_counter() - started)  # fmt: skip
+    manifest = build.to_json() | {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "embedding_model": settings.catalog.embedding_model if parts.vectors is not None else None,
+        "ranker_report": parts.report,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    pointer = root / f".{CURRENT}.{os.getpid()}"
+    pointer.write_text(folder.name, encoding="utf-8")
+    pointer.replace(root / CURRENT)  # atomic: readers see one version or the other
+    return build
+
+
+def load_engine(home: Path) -> SearchEngine:
+    """The current version's engine, ready to search."""
+    folder = current_version(home)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    documents = pl.read_parquet(folder / "documents.parquet")
+    vectors, text_encoder = None, None
+    if (folder / "vectors.npy").is_file() and manifest.get("embedding_model"):
+        vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        text_encoder = encoder(manifest["embedding_model"], home)
+    understanding = (
+        QueryUnderstanding.load(folder / "understanding")
+        if (folder / "understanding").exists()
+        else None
+    )
+    clicks = (
+        ClickHistory.load(folder / "clicks").index(documents["item_id"].to_list())
+        if (folder / "clicks").exists()
+        else None
+    )
+    ranker = SearchRanker.load(folder / "ranker") if (folder / "ranker").exists() else None
+    return SearchEngine(
+        documents, LexicalIndex.open(folder / "lexical"), vectors=vectors,
+        encoder=text_encoder, understanding=understanding, clicks=clicks, ranker=ranker,
+    )  # fmt: skip
+
+
+def load_suggester(home: Path) -> Suggester:
+    """The current version's autocomplete index."""
+    return Suggester.load(current_version(home) / "suggest")

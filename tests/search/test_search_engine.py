@@ -1,0 +1,144 @@
+"""The search engine on a small catalog: retrieval, fusion, pools, learnt ranking, explain."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from aisle.search.clicks import ClickHistory
+from aisle.search.documents import conform
+from aisle.search.engine import SearchEngine
+from aisle.search.lexical import LexicalIndex
+from aisle.search.ltr import SearchRanker
+from aisle.search.training import click_groups
+
+TITLES = {
+    "p1": "Red paper lantern",
+    "p2": "Blue paper lantern",
+    "p3": "Red wool scarf",
+    "p4": "Gears of War 3 - Xbox 360",
+    "p5": "Gears of War 3 Limited Edition - Xbox 360",
+    "p6": "Halo: Reach - Xbox 360",
+    "p7": "Ceramic tea cup",
+    "p8": "Glass tea cup set of 4",
+}
+
+
+@pytest.fixture(scope="module")
+def documents() -> pl.DataFrame:
+    return conform(
+        pl.DataFrame(
+            {
+                "item_id": list(TITLES),
+                "title": list(TITLES.values()),
+                "price": [5.0, 5.0, 20.0, 60.0, 150.0, 40.0, 8.0, 25.0],
+                "popularity": [3.0, 1.0, 2.0, 50.0, 5.0, 30.0, 1.0, 2.0],
+                "category": ["home", "home", "fashion", "games", "games", "games", "home", "home"],
+            }
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def lexical(documents: pl.DataFrame) -> LexicalIndex:
+    return LexicalIndex.create(documents)
+
+
+def ranked(engine: SearchEngine, query: str, **kwargs: object) -> list[str]:
+    columns, _, _ = engine.rank(query, **kwargs)  # type: ignore[arg-type]
+    return [engine.catalog.item_ids[c] for c in columns]
+
+
+def test_lexical_fusion_finds_the_product_named(
+    documents: pl.DataFrame, lexical: LexicalIndex
+) -> None:
+    engine = SearchEngine(documents, lexical)
+    assert ranked(engine, "red lantern")[0] == "p1"
+    assert set(ranked(engine, "tea cup")[:2]) == {"p7", "p8"}
+    assert ranked(engine, "zzzz qqqq") == []
+
+
+def test_a_pool_is_ranked_whole_and_alone(documents: pl.DataFrame, lexical: LexicalIndex) -> None:
+    engine = SearchEngine(documents, lexical)
+    got = ranked(engine, "red lantern", pool=["p7", "p1", "p3", "unknown"])
+    assert got[0] == "p1"
+    assert sorted(got) == ["p1", "p3", "p7"]  # unknown products are not invented
+
+
+def test_dense_vectors_bring_in_products_without_shared_words(
+    documents: pl.DataFrame, lexical: LexicalIndex
+) -> None:
+    class Encoder:
+        name, dimensions, source = "toy", 2, "toy"
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return np.asarray([[1.0, 0.0] if "mug" in t else [0.0, 1.0] for t in texts], np.float32)
+
+    vectors = np.asarray([[1.0, 0.0] if "cup" in t else [0.0, 1.0] for t in TITLES.values()],
+                         dtype=np.float32)  # fmt: skip
+    engine = SearchEngine(documents, lexical, vectors=vectors, encoder=Encoder())
+    assert set(ranked(engine, "mug")) == {"p7", "p8"}
+
+
+def test_hostile_queries_never_raise(documents: pl.DataFrame, lexical: LexicalIndex) -> None:
+    engine = SearchEngine(documents, lexical)
+    for query in ['"call of duty: black ops (2)" AND OR -', "", "   ", "\x00\x07", "🎮" * 50]:
+        engine.search(query, explain=True)
+
+
+def _clicks() -> pl.DataFrame:
+    """Shoppers who type 'gears' want the limited edition; 'halo' the only Halo."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = []
+    for day in range(60):
+        rows.append(("gears", "p5", f"g{day}", start + timedelta(days=day)))
+        rows.append(("halo", "p6", f"h{day}", start + timedelta(days=day, hours=1)))
+        rows.append(("red lantern", "p1", f"r{day}", start + timedelta(days=day, hours=2)))
+    return pl.DataFrame(rows, schema=["query", "item_id", "user_id", "timestamp"], orient="row")
+
+
+def test_the_ranker_learns_what_shoppers_click(
+    documents: pl.DataFrame, lexical: LexicalIndex, tmp_path: Path
+) -> None:
+    clicks = _clicks()
+    items = documents["item_id"].to_list()
+    history = ClickHistory().fit(clicks[:90]).index(items)
+    learner = SearchEngine(documents, lexical, clicks=history)
+    rows, labels, groups = click_groups(learner, clicks[90:])
+    assert len(groups) == 90 and labels.sum() == 90
+    ranker = SearchRanker(learner.feature_names, trees=50, min_rows=5).fit(rows, labels, groups)
+    engine = SearchEngine(
+        documents, lexical, clicks=ClickHistory().fit(clicks).index(items), ranker=ranker
+    )
+    assert ranked(engine, "gears")[0] == "p5"  # plain BM25 prefers the shorter title, p4
+    assert ranked(SearchEngine(documents, lexical), "gears")[0] == "p4"
+
+    ranker.save(tmp_path / "ranker")
+    again = SearchRanker.load(tmp_path / "ranker")
+    assert np.array_equal(again.predict(rows[:20]), ranker.predict(rows[:20]))
+    result = engine.search("gears", explain=True)
+    assert result.hits[0].why  # the features that lifted it, with their part of the score
+
+
+def test_a_dense_index_used_first_does_not_break_the_ranker() -> None:
+    """Regression: usearch loaded before LightGBM made every later fit fail with "Feature
+    (Column_) appears more than one time"; a fresh process sees the import order as shipped."""
+    script = (
+        "import numpy as np\n"
+        "from aisle.search.dense import DenseIndex\n"
+        "DenseIndex.create(['a', 'b'], np.eye(2, dtype=np.float32)).search(np.ones(2), 1)\n"
+        "from aisle.search.ltr import SearchRanker\n"
+        "x = np.random.default_rng(0).random((40, 3))\n"
+        "SearchRanker(('a', 'b', 'c'), trees=2, min_rows=1).fit(x, (x[:, 0] > 0.5) * 1.0,"
+        " np.full(4, 10))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
