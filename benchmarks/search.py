@@ -90,7 +90,7 @@ from aisle.search.baselines import TantivyBm25
 from aisle.search.build import SearchParts, assemble, gather
 from aisle.search.dense import DenseIndex
 from aisle.search.documents import conform
-from aisle.search.engine import MIN_COSINE, POOL, SearchEngine, pd_unique
+from aisle.search.engine import POOL, SearchEngine
 from aisle.search.features import features
 from aisle.search.lexical import LexicalIndex
 from aisle.search.ltr import SearchRanker
@@ -153,8 +153,7 @@ def summary(walls: Sequence[float], cpus: Sequence[float]) -> dict[str, float]:
 def forget(engine: SearchEngine) -> None:
     """Drop the engine's cached query vectors and understandings, so that every timed query
     pays for both (a shopper's query is mostly new to a serving engine)."""
-    engine._query_vectors.clear()
-    engine._understood.clear()
+    engine.clear_caches()
 
 
 def latency(run: Run, queries: Sequence[str], warm: Sequence[str]) -> dict[str, float]:
@@ -182,33 +181,12 @@ def engine_latency(
     return figures
 
 
-class GraphEngine(SearchEngine):
-    """The engine whose dense pool comes from the usearch graph (``DenseIndex``) instead of a
-    scan of every product vector; everything else as ``SearchEngine.candidates``."""
-
-    dense: DenseIndex
-
-    @classmethod
-    def over(cls, engine: SearchEngine, dense: DenseIndex) -> GraphEngine:
-        """``engine`` (its catalog arrays, indexes, ranker and caches shared) on ``dense``."""
-        graphed = cls.__new__(cls)
-        graphed.__dict__.update(vars(engine))
-        graphed.dense = dense
-        return graphed
-
-    def candidates(self, query: str, searched: str, expansions: Sequence[str] = ()) -> np.ndarray:
-        pools: list[np.ndarray] = []
-        for text in dict.fromkeys([searched, query, *expansions]):
-            pools.append(np.fromiter(self._lexical(text, fuzzy=False, limit=POOL), np.int64))
-        pools.append(np.fromiter(self._lexical(searched, fuzzy=True, limit=POOL), np.int64))
-        vector = self.query_vector(searched)
-        if vector is not None:
-            ids, cosines = self.dense.search(vector, POOL, exact=False)
-            pools.append(self._columns([i for i, c in zip(ids, cosines, strict=True)
-                                        if c >= MIN_COSINE]))  # fmt: skip
-        if self.clicks is not None:
-            pools.append(self.clicks.clicked(query, POOL))
-        return pd_unique(np.concatenate(pools))
+def with_graph(engine: SearchEngine, dense: DenseIndex) -> SearchEngine:
+    """``engine`` (its catalog arrays, indexes, ranker and caches shared) with its dense pool
+    from the usearch graph instead of a scan of every product vector."""
+    graphed = copy.copy(engine)
+    graphed.dense = dense
+    return graphed
 
 
 def stages(engine: SearchEngine, queries: Sequence[str]) -> dict[str, float]:
@@ -235,8 +213,8 @@ def stages(engine: SearchEngine, queries: Sequence[str]) -> dict[str, float]:
         if vector is not None and engine.vectors is not None:
             with clock("dense scan: vectors @ q"):
                 cosine = engine.vectors @ vector
-            with clock("dense scan: argsort"):
-                np.argsort(-cosine, kind="stable")[:POOL]
+            with clock("dense scan: top k"):
+                np.argpartition(-cosine, POOL - 1)[:POOL]
         with clock("candidates (all pools)"):
             columns = engine.candidates(query, searched, expansions)
         pool_sizes.append(len(columns))
@@ -405,7 +383,7 @@ def recombined(
             documents["item_id"].to_list(), vectors))  # fmt: skip
         dense.save(root / f"dense-{size}")
         figures["disk_bytes"]["dense graph"] = folder_bytes(root / f"dense-{size}")
-        graphed = GraphEngine.over(engine, dense)
+        graphed = with_graph(engine, dense)
         rows["hybrid + LTR (text), graph"] = engine_latency(graphed, queries, warm)
         del graphed, dense
     del hybrid, engine

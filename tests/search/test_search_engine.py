@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from aisle.search.clicks import ClickHistory
+from aisle.search.dense import DenseIndex
 from aisle.search.documents import conform
 from aisle.search.engine import SearchEngine
 from aisle.search.lexical import LexicalIndex
@@ -84,6 +85,9 @@ def test_dense_vectors_bring_in_products_without_shared_words(
                          dtype=np.float32)  # fmt: skip
     engine = SearchEngine(documents, lexical, vectors=vectors, encoder=Encoder())
     assert set(ranked(engine, "mug")) == {"p7", "p8"}
+    graph = DenseIndex.create(list(TITLES), vectors)  # what large catalogs search instead
+    routed = SearchEngine(documents, lexical, vectors=vectors, encoder=Encoder(), dense=graph)
+    assert ranked(routed, "mug") == ranked(engine, "mug")
 
 
 def test_hostile_queries_never_raise(documents: pl.DataFrame, lexical: LexicalIndex) -> None:

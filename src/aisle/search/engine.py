@@ -20,6 +20,7 @@ import polars as pl
 from aisle.catalog.embeddings import TextEncoder
 from aisle.errors import SearchError
 from aisle.search.clicks import ClickIndex
+from aisle.search.dense import DenseIndex
 from aisle.search.features import Catalog, QueryEvidence, feature_names, features
 from aisle.search.lexical import SORTS, TEXT_FIELDS, LexicalIndex
 from aisle.search.ltr import SearchRanker
@@ -27,6 +28,9 @@ from aisle.threads import torch_threads
 
 #: Candidates taken from each retrieval route.
 POOL = 100
+#: Fuzzy lexical hits looked up per query: the first ``POOL`` join the pool, all of them give
+#: the candidates' fuzzy BM25 feature.
+FUZZY_DEPTH = 4 * POOL
 #: Reciprocal-rank fusion constant (Cormack et al.): fused = sum 1 / (RRF_K + rank).
 RRF_K = 60
 #: Dense neighbours below this cosine do not count as matches on their own.
@@ -99,18 +103,22 @@ class SearchEngine:
         understanding: Understanding | None = None,
         clicks: ClickIndex | None = None,
         ranker: SearchRanker | None = None,
+        dense: DenseIndex | None = None,
     ) -> None:
         self.documents = documents
         self.catalog = Catalog.of(documents)
         self.position = {item: i for i, item in enumerate(self.catalog.item_ids)}
         self.lexical = lexical
         self.vectors = vectors
+        #: The nearest-neighbour graph over ``vectors`` for large catalogs (None: a full scan).
+        self.dense = dense
         self.encoder = encoder
         self.understanding = understanding
         self.clicks = clicks
         self.ranker = ranker
         self._query_vectors: dict[str, np.ndarray] = {}
         self._understood: dict[str, Understood] = {}
+        self._fuzzy_hits: dict[tuple[str, int], dict[int, float]] = {}
 
     # -- query side -------------------------------------------------------------------------
     def prime(self, texts: Sequence[str]) -> None:
@@ -162,15 +170,39 @@ class SearchEngine:
             if i in self.position
         }
 
+    def clear_caches(self) -> None:
+        """Forget cached query vectors, understandings and fuzzy hits (after the catalog or the
+        index changed, or to time queries cold)."""
+        self._query_vectors.clear()
+        self._understood.clear()
+        self._fuzzy_hits.clear()
+
+    def _fuzzy(self, text: str, limit: int) -> dict[int, float]:
+        """Fuzzy lexical hits, remembered for the last few texts: retrieval and the features
+        of the same query ask for the same ones."""
+        key = (text, limit)
+        if key not in self._fuzzy_hits:
+            if len(self._fuzzy_hits) >= 8:
+                self._fuzzy_hits.pop(next(iter(self._fuzzy_hits)))
+            self._fuzzy_hits[key] = self._lexical(text, fuzzy=True, limit=limit)
+        return self._fuzzy_hits[key]
+
     def candidates(self, query: str, searched: str, expansions: Sequence[str] = ()) -> np.ndarray:
         """The retrieval pool of a query (item columns, lexical order first)."""
         pools: list[np.ndarray] = []
         for text in dict.fromkeys([searched, query, *expansions]):
             pools.append(np.fromiter(self._lexical(text, fuzzy=False, limit=POOL), np.int64))
-        pools.append(np.fromiter(self._lexical(searched, fuzzy=True, limit=POOL), np.int64))
+        fuzzy = np.fromiter(self._fuzzy(searched, FUZZY_DEPTH), np.int64)
+        pools.append(fuzzy[:POOL])
         vector = self.query_vector(searched)
         if vector is not None and self.vectors is not None:
-            pools.append(_nearest(self.vectors @ vector, POOL, MIN_COSINE))
+            if self.dense is not None:
+                ids, cosines = self.dense.search(vector, POOL)
+                near = self._columns([i for i, c in zip(ids, cosines, strict=True)
+                                      if c >= MIN_COSINE])  # fmt: skip
+                pools.append(near)
+            else:
+                pools.append(_nearest(self.vectors @ vector, POOL, MIN_COSINE))
         if self.clicks is not None:
             pools.append(self.clicks.clicked(query, POOL))
         merged = np.concatenate(pools) if pools else np.zeros(0, np.int64)
@@ -189,7 +221,7 @@ class SearchEngine:
         ids = [self.catalog.item_ids[c] for c in columns]
         fields = self.lexical.field_scores(searched, ids) if ids else np.zeros((0, 6))
         boosts = np.asarray([self.lexical.boosts.get(f, 1.0) for f in TEXT_FIELDS])
-        fuzzy = self._lexical(searched, fuzzy=True, limit=max(POOL, len(columns)))
+        fuzzy = self._fuzzy(searched, max(FUZZY_DEPTH, len(columns)))
         vector = self.query_vector(searched)
         dense = (
             self.vectors[columns] @ vector

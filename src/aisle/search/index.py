@@ -25,6 +25,7 @@ from aisle.config import Settings
 from aisle.errors import NotFoundError
 from aisle.search.build import assemble, gather
 from aisle.search.clicks import ClickHistory
+from aisle.search.dense import EXACT_BELOW, DenseIndex
 from aisle.search.engine import SearchEngine
 from aisle.search.lexical import LexicalIndex
 from aisle.search.ltr import SearchRanker
@@ -80,6 +81,9 @@ def build_index(store: Store, settings: Settings) -> IndexBuild:
     engine.documents.write_parquet(folder / "documents.parquet")
     if parts.vectors is not None:
         np.save(folder / "vectors.npy", parts.vectors, allow_pickle=False)
+        if len(parts.vectors) >= EXACT_BELOW:  # a graph beats a full scan from here on
+            items = engine.documents["item_id"].to_list()
+            DenseIndex.create(items, parts.vectors).save(folder / "dense")
     if isinstance(parts.understanding, QueryUnderstanding):
         parts.understanding.save(folder / "understanding")
         corrector = parts.understanding.corrector_
@@ -126,9 +130,11 @@ def load_engine(home: Path) -> SearchEngine:
         else None
     )
     ranker = SearchRanker.load(folder / "ranker") if (folder / "ranker").exists() else None
+    dense = DenseIndex.load(folder / "dense") if (folder / "dense").exists() else None
     return SearchEngine(
         documents, LexicalIndex.open(folder / "lexical"), vectors=vectors,
         encoder=text_encoder, understanding=understanding, clicks=clicks, ranker=ranker,
+        dense=dense,
     )  # fmt: skip
 
 

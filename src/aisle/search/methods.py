@@ -22,17 +22,17 @@ from aisle.storage import Store
 
 #: Results returned per case, at least (MRR and recall look ten deep).
 DEPTH = 10
-_PARTS: dict[tuple[int, int], SearchParts] = {}
+#: The last (store, task) and their parts: both methods of one evaluation share them. The
+#: objects themselves are held, so a later store or task can never pass for them.
+_LAST: list[tuple[Store, SearchTask, SearchParts]] = []
 
 
 def _parts(store: Store, settings: Settings, task: SearchTask) -> SearchParts:
     """The parts for this store and task, gathered once for both methods."""
-    key = (id(store), id(task))
-    if key not in _PARTS:
-        _PARTS.clear()
+    if not (_LAST and _LAST[0][0] is store and _LAST[0][1] is task):
         extra = task.products if task.pools is not None else None
-        _PARTS[key] = gather(store, settings, extra)
-    return _PARTS[key]
+        _LAST[:] = [(store, task, gather(store, settings, extra))]
+    return _LAST[0][2]
 
 
 @dataclass
