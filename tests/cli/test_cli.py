@@ -13,6 +13,7 @@ from aisle import __version__
 from aisle.cli.main import app
 from aisle.storage import Store
 from tests.conftest import TEST_SECRET, UCI_HEADER, write_csv
+from tests.conftest import json_result as json_out
 
 RUNNER = CliRunner()
 ADAPTERS = ("canonical", "movielens-100k", "uci-online-retail")
@@ -21,16 +22,6 @@ ADAPTERS = ("canonical", "movielens-100k", "uci-online-retail")
 def aisle(home: Path, *args: str, secret: str = TEST_SECRET) -> Result:
     """Run `aisle --home HOME ARGS...` with the secret in the environment."""
     return RUNNER.invoke(app, ["--home", str(home), *args], env={"AISLE_SECRET_KEY": secret})
-
-
-def json_out(result: Result) -> dict[str, Any]:
-    """The one JSON object a --json command prints; the command must have succeeded."""
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, result.stdout
-    payload = json.loads(lines[0])
-    assert isinstance(payload, dict)
-    return payload
 
 
 def error_text(result: Result) -> str:
