@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -146,3 +147,32 @@ def test_a_dense_index_used_first_does_not_break_the_ranker() -> None:
         [sys.executable, "-c", script], check=False, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_products_added_changed_and_removed_are_searchable_at_once(
+    documents: pl.DataFrame, tmp_path: Path
+) -> None:
+    class Encoder:
+        name, dimensions, source = "toy", 2, "toy"
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return np.asarray([[1.0, 0.0] if "dragon" in t.lower() else [0.0, 1.0]
+                               for t in texts], np.float32)  # fmt: skip
+
+    items = documents["item_id"].to_list()
+    vectors = Encoder().encode(list(TITLES.values()))
+    clicks = ClickHistory().fit(_clicks()).index(items)
+    engine = SearchEngine(documents, LexicalIndex.create(documents, tmp_path / "lexical"),
+                          vectors=vectors, encoder=Encoder(), clicks=clicks)  # fmt: skip
+    started = time.perf_counter()
+    engine.upsert(pl.DataFrame({"item_id": ["p9", "p3"], "title": ["Purple dragon lantern",
+                                                                   "Green wool scarf"]}))  # fmt: skip
+    assert ranked(engine, "dragon")[0] == "p9"  # new: found by its words and its meaning
+    assert ranked(engine, "green scarf")[0] == "p3"  # changed: its new words match
+    assert "p3" not in engine.lexical.search("red").item_ids  # and its old ones no longer
+    assert engine.documents.filter(pl.col("item_id") == "p3")["popularity"].item() == 2.0
+    assert engine.remove(["p1", "nope"]) == 1
+    assert "p1" not in ranked(engine, "red lantern")
+    assert time.perf_counter() - started < 1.0
+    engine.upsert(pl.DataFrame({"item_id": ["p1"], "title": ["Red paper lantern"]}))
+    assert ranked(engine, "red lantern")[0] == "p1"  # back after an upsert

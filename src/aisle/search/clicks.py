@@ -186,6 +186,14 @@ class ClickIndex:
         # every item's prior share: its recent popularity, with a floor for unclicked ones
         self.share = (self.recent + 0.1) / (total + 0.1 * len(item_ids))
 
+    def grow(self, count: int) -> None:
+        """Make room for ``count`` new item columns at the end (products nobody clicked yet)."""
+        if count <= 0:
+            return
+        floor = float(self.share.min()) if len(self.share) else 1.0
+        self.recent = np.concatenate([self.recent, np.zeros(count)])
+        self.share = np.concatenate([self.share, np.full(count, floor)])
+
     def clicked(self, query: str, limit: int = 50) -> np.ndarray:
         """Columns of the items most clicked after this query, most first."""
         return self.queries.items.get(query_key(query), np.zeros(0, dtype=np.int64))[:limit]

@@ -17,10 +17,11 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from aisle.catalog.embeddings import TextEncoder
+from aisle.catalog.embeddings import TextEncoder, product_text
 from aisle.errors import SearchError
 from aisle.search.clicks import ClickIndex
 from aisle.search.dense import DenseIndex
+from aisle.search.documents import conform
 from aisle.search.features import Catalog, QueryEvidence, feature_names, features
 from aisle.search.lexical import SORTS, TEXT_FIELDS, LexicalIndex
 from aisle.search.ltr import SearchRanker
@@ -108,6 +109,8 @@ class SearchEngine:
         self.documents = documents
         self.catalog = Catalog.of(documents)
         self.position = {item: i for i, item in enumerate(self.catalog.item_ids)}
+        #: Products taken out since the engine was built (their columns stay, unused).
+        self.removed = np.zeros(len(self.catalog.item_ids), dtype=bool)
         self.lexical = lexical
         self.vectors = vectors
         #: The nearest-neighbour graph over ``vectors`` for large catalogs (None: a full scan).
@@ -119,6 +122,51 @@ class SearchEngine:
         self._query_vectors: dict[str, np.ndarray] = {}
         self._understood: dict[str, Understood] = {}
         self._fuzzy_hits: dict[tuple[str, int], dict[int, float]] = {}
+
+    # -- live catalog updates ---------------------------------------------------------------
+    def upsert(self, products: pl.DataFrame) -> None:
+        """Add or change products (a frame of search-document columns): searchable at once.
+
+        A changed product keeps its column (and its click history); a new one is appended.
+        Its text is embedded with the engine's encoder, so it is found by meaning too."""
+        fresh = conform(products)
+        if not fresh.height:
+            return
+        known = fresh.filter(pl.col("item_id").is_in(list(self.position)))
+        added = fresh.filter(~pl.col("item_id").is_in(list(self.position)))
+        kept_popularity = known.drop("popularity").join(
+            self.documents.select("item_id", "popularity"), on="item_id", how="left"
+        )
+        documents = self.documents.update(kept_popularity.select(self.documents.columns),
+                                          on="item_id", include_nulls=True)  # fmt: skip
+        self.documents = pl.concat([documents, added.select(self.documents.columns)])
+        self.catalog = Catalog.of(self.documents)
+        self.position = {item: i for i, item in enumerate(self.catalog.item_ids)}
+        self.removed = np.concatenate([self.removed, np.zeros(added.height, dtype=bool)])
+        self.removed[self._columns(fresh["item_id"].to_list())] = False
+        if self.clicks is not None:
+            self.clicks.grow(added.height)
+        if self.vectors is not None and self.encoder is not None:
+            texts = product_text(fresh)
+            encoded = self.encoder.encode(texts["text"].to_list())
+            room = np.zeros((added.height, self.vectors.shape[1]), dtype=self.vectors.dtype)
+            self.vectors = np.vstack([self.vectors, room])
+            self.vectors[self._columns(texts["item_id"].to_list())] = encoded
+            if self.dense is not None:
+                self.dense.upsert(texts["item_id"].to_list(), encoded)
+        self.lexical.upsert(fresh)
+        self.clear_caches()
+
+    def remove(self, item_ids: Sequence[str]) -> int:
+        """Take products out of search at once; returns how many were there."""
+        columns = self._columns([i for i in item_ids if i in self.position])
+        gone = int((~self.removed[columns]).sum())
+        self.removed[columns] = True
+        self.lexical.delete(list(item_ids))
+        if self.dense is not None:
+            self.dense.remove(list(item_ids))
+        self.clear_caches()
+        return gone
 
     # -- query side -------------------------------------------------------------------------
     def prime(self, texts: Sequence[str]) -> None:
@@ -280,6 +328,7 @@ class SearchEngine:
             if pool is not None
             else self.candidates(query, searched, expansions)
         )
+        columns = columns[~self.removed[columns]]
         if not len(columns):
             return columns, np.zeros(0), np.zeros((0, len(self.feature_names)), np.float32)
         evidence = self.evidence(query, parsed, columns, affinity, at)
