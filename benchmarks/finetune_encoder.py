@@ -31,8 +31,9 @@ from aisle.catalog.build import build_catalog
 from aisle.catalog.embeddings import MiniLMEncoder, TextEncoder, product_text
 from aisle.config import Settings
 from aisle.pipeline import ingest
+from aisle.search.click_pairs import click_pairs, normalise_query
 from aisle.search.documents import search_documents
-from aisle.search.finetune import FineTuneRun, click_pairs, fine_tune, normalise_query
+from aisle.search.finetune import FineTuneRun, fine_tune
 from aisle.storage import Store
 
 SECRET = "f" * 48

@@ -37,12 +37,8 @@ from aisle.config import Settings
 from aisle.pipeline import ingest
 from aisle.search.dense import DenseIndex
 from aisle.search.documents import search_documents
-from aisle.search.lexical import (
-    DEFAULT_BOOSTS,
-    DEFAULT_TOKENIZERS,
-    TEXT_FIELDS,
-    LexicalIndex,
-)
+from aisle.search.lexical import LexicalIndex
+from aisle.search.lexical_fields import DEFAULT_BOOSTS, DEFAULT_TOKENIZERS, TEXT_FIELDS
 from aisle.storage import Store
 
 SECRET = "s" * 48

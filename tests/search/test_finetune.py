@@ -14,17 +14,9 @@ import pytest
 
 from aisle.catalog.embeddings import MiniLMEncoder, product_text
 from aisle.errors import AisleError, NotFoundError
+from aisle.search.click_pairs import click_pairs, normalise_query, pairs_hash, sample_batches
 from aisle.search.documents import conform
-from aisle.search.finetune import (
-    MODEL_NAME,
-    FineTunedEncoder,
-    FineTuneRun,
-    click_pairs,
-    fine_tune,
-    normalise_query,
-    pairs_hash,
-    sample_batches,
-)
+from aisle.search.finetune import MODEL_NAME, FineTunedEncoder, FineTuneRun, fine_tune
 
 # Nicknames, abbreviations and misspellings shoppers type, and the game they meant.
 GAMES = {

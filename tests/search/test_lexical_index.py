@@ -17,13 +17,8 @@ from aisle.config import Settings
 from aisle.errors import StoreError
 from aisle.pipeline import ingest
 from aisle.search.documents import conform, search_documents
-from aisle.search.lexical import (
-    MANIFEST,
-    PRICE_RANGES,
-    TEXT_FIELDS,
-    LexicalHits,
-    LexicalIndex,
-)
+from aisle.search.lexical import LexicalHits, LexicalIndex
+from aisle.search.lexical_fields import MANIFEST, PRICE_RANGES, TEXT_FIELDS
 from aisle.storage import Store
 
 NASTY = [

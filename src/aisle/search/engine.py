@@ -23,7 +23,8 @@ from aisle.search.clicks import ClickIndex
 from aisle.search.dense import DenseIndex
 from aisle.search.documents import conform
 from aisle.search.features import Catalog, QueryEvidence, feature_names, features
-from aisle.search.lexical import SORTS, TEXT_FIELDS, LexicalIndex
+from aisle.search.lexical import LexicalIndex
+from aisle.search.lexical_fields import SORTS, TEXT_FIELDS
 from aisle.search.ltr import SearchRanker
 from aisle.threads import torch_threads
 

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from aisle.search.clicks import CLICK_FEATURES, ClickIndex, query_key, query_words
-from aisle.search.lexical import TEXT_FIELDS
+from aisle.search.lexical_fields import TEXT_FIELDS
 
 TEXT_FEATURES: Final = (
     *(f"bm25_{name}" for name in TEXT_FIELDS),
