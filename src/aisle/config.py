@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -225,6 +225,69 @@ class MappingAdapterSettings(BaseModel):
     delimiter: str | None = None
 
 
+class ApiKeySettings(BaseModel):
+    """One API key and what it may do."""
+
+    name: str = Field(description="Who holds the key (named in logs, never the key itself).")
+    key: SecretStr = Field(description="The secret the client sends as `Authorization: Bearer`.")
+    scopes: list[Literal["ingest", "read", "admin"]] = Field(
+        default=["read"], description="ingest, read and/or admin."
+    )
+    requests_per_minute: int | None = Field(
+        None, gt=0, description="This key's rate limit; unset: the server's default."
+    )
+
+
+class ServeSettings(BaseModel):
+    """The HTTP service: where it listens, who may call it, how it keeps its models fresh."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; non-loopback needs API keys.")
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: list[ApiKeySettings] = Field(
+        default_factory=list,
+        description="Keys with scopes; AISLE_API_KEYS='name:key:scope+scope,...' adds more. "
+        "With none the server runs open, on loopback only.",
+    )
+    requests_per_minute: int = Field(
+        60_000, gt=0, description="Default per-key rate limit (a token bucket)."
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Larger requests get 413.")
+    max_batch_events: int = Field(50_000, gt=0, description="Events in one POST at most.")
+    recommender: str = Field("als", description="The model serving recommendations by default.")
+    retrain_every_minutes: float | None = Field(
+        None, gt=0, description="Retrain the served models on this schedule; unset: never."
+    )
+    retrain_after_events: int | None = Field(
+        None, gt=0, description="Retrain once this many new events have arrived; unset: never."
+    )
+    gate_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="A retrained version goes live only if its validation NDCG@10 is at least "
+        "the current one's minus this.",
+    )
+
+
+class VariantSettings(BaseModel):
+    """One arm of an experiment."""
+
+    model: str = Field(description="The recommender (registry name) this arm serves.")
+    weight: float = Field(1.0, gt=0, description="Share of customers, relative to the others.")
+
+
+class ExperimentSettings(BaseModel):
+    """An A/B test: customers split by hashed id across variants."""
+
+    surface: Literal["recommendations", "search"] = "recommendations"
+    variants: dict[str, VariantSettings] = Field(
+        description="Variant name -> what it serves; the first is the control."
+    )
+    enabled: bool = True
+    salt: str | None = Field(
+        None, description="Hash salt; unset: the experiment's name (a new salt reshuffles)."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of aisle. Documented in aisle.example.toml."""
 
@@ -244,6 +307,8 @@ class Settings(BaseSettings):
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     adapters: dict[str, MappingAdapterSettings] = Field(default_factory=dict)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    experiments: dict[str, ExperimentSettings] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

@@ -84,15 +84,18 @@ class Importer:
             self.store.append(table, pl.concat(frames, how="diagonal_relaxed"))
 
     # -- one import --------------------------------------------------------------------------
+    def _adapter(self, kind: RecordKind, name: str) -> Adapter:
+        adapter = get_adapter(name, self.settings)
+        if kind not in adapter.kinds:
+            reads = ", ".join(sorted(adapter.kinds))
+            raise AisleError(f"adapter {name!r} reads {reads}, not {kind}")
+        return adapter
+
     def run(self, kind: RecordKind | str, source: str | Path, adapter_name: str) -> ImportResult:
         """Import one file or URL of ``kind`` through the named adapter."""
         started = time.perf_counter()
         kind = RecordKind(kind)
-        adapter = get_adapter(adapter_name, self.settings)
-        if kind not in adapter.kinds:
-            raise AisleError(
-                f"adapter {adapter_name!r} reads {', '.join(sorted(adapter.kinds))}, not {kind}"
-            )
+        adapter = self._adapter(kind, adapter_name)
         given = str(source)
         # what the ledger says: a URL without its query string or credentials
         label = redacted(given) if is_url(given) else given
@@ -101,6 +104,19 @@ class Importer:
             path = self._resolve(given, adapter, kind, Path(scratch))
             self.progress(f"reading {path.name}")
             raw = read_source(path, adapter.read_options(kind))
+        return self._import(kind, raw, adapter, label, started)
+
+    def run_batch(self, kind: RecordKind | str, raw: RawBatch, adapter_name: str) -> ImportResult:
+        """Import records already read (an HTTP batch) through the named adapter: the same
+        checks, privacy and ledger as a file."""
+        started = time.perf_counter()
+        kind = RecordKind(kind)
+        adapter = self._adapter(kind, adapter_name)
+        return self._import(kind, raw, adapter, raw.source, started)
+
+    def _import(
+        self, kind: RecordKind, raw: RawBatch, adapter: Adapter, label: str, started: float
+    ) -> ImportResult:
         frame, first, self._first_of = self.pseudonymiser.frames(raw.frame, adapter.user_columns)
         # record ids hash the first-generation pseudonyms: they outlive key rotations
         self._id_frame = first

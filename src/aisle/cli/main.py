@@ -12,12 +12,14 @@ from aisle.cli import (
     catalog,
     demo,
     evaluate,
+    experiments,
     ingest,
     models,
     privacy,
     quality,
     search,
     search_eval,
+    serve,
     store,
 )
 from aisle.cli.context import set_home
@@ -44,6 +46,8 @@ app.command("evaluate-search")(search_eval.evaluate_search_command)
 app.add_typer(search.index_app, name="index")
 app.command("search")(search.search_command)
 app.command("suggest")(search.suggest_command)
+app.command("serve")(serve.serve_command)
+app.add_typer(experiments.app, name="experiments")
 
 
 def _version(value: bool) -> None:

@@ -1,4 +1,4 @@
-"""`aisle train`, `aisle recommend` and `aisle models list|show|promote|rollback`."""
+"""`aisle train`, `aisle recommend` and `aisle models list|show|promote|rollback|retrain`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 from aisle.cli.context import console, emit_json, guarded, settings
 from aisle.errors import ConfigError
 from aisle.models import registry
+from aisle.models.lifecycle import retrain
 from aisle.models.training import train, training_data
 from aisle.models.tuning import tune
 from aisle.privacy.rotation import pseudonymiser_for
@@ -182,3 +183,33 @@ def rollback(model: str) -> None:
     with Store(settings().home) as store:
         version = registry.rollback(store, model)
     console.print(f"{model} rolled back to v{version}")
+
+
+@app.command("retrain")
+@guarded
+def retrain_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="popularity, itemknn, als, ...")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="A hyperparameter, KEY=VALUE [the production version's]."),
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="NDCG@10 the new version may lose [serve.gate_tolerance]."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit a model anew and put it in production if it validates no worse than the current one
+    (exit code 1 when it does not go live)."""
+    config = settings()
+    outcome = retrain(
+        lambda: Store(config.home), config, model, _params(param) or None, tolerance=tolerance
+    )
+    if as_json:
+        emit_json(outcome.to_json())
+    elif outcome.promoted:
+        console.print(f"{model}: {outcome.reason}")
+    else:
+        console.print(f"[yellow]{model}: {outcome.reason}[/yellow]")
+    if not outcome.promoted:
+        raise typer.Exit(1)

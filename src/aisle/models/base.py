@@ -150,6 +150,14 @@ class BaseRecommender(ABC):
         self.report.seconds = time.perf_counter() - started
         return self
 
+    def knows(self, user_id: str) -> bool:
+        """Whether the customer was in the training data."""
+        return user_id in self._user_index
+
+    def knows_item(self, item_id: str) -> bool:
+        """Whether the item was in the training data."""
+        return item_id in self._item_index
+
     def user_row(self, user_id: str) -> int:
         """The row of a known user."""
         row = self._user_index.get(user_id)

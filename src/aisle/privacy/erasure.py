@@ -16,7 +16,12 @@ from aisle.privacy.subjects import listed_among, subject_hash
 from aisle.storage import Store
 
 #: Store tables with a customer's pseudonym, and the column that holds it.
-PERSONAL_TABLES = {"events": "user_id", "quarantine": "user_id", "duplicates": "user_id"}
+PERSONAL_TABLES = {
+    "events": "user_id",
+    "quarantine": "user_id",
+    "duplicates": "user_id",
+    "experiment_exposures": "user_id",
+}
 
 
 def erased_among(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import polars as pl
@@ -43,6 +44,7 @@ SELECT p.item_id, p.title, p.description, p.brand,
 FROM catalog_products p
 LEFT JOIN attrs a USING (item_id)
 LEFT JOIN seen s USING (item_id)
+WHERE ? IS NULL OR p.item_id IN (SELECT unnest(?))
 ORDER BY p.item_id
 """
 
@@ -68,6 +70,8 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def search_documents(store: Store) -> pl.DataFrame:
-    """Every product of the catalog (fills applied) as a search document, sorted by item_id."""
-    return conform(store.query(_DOCUMENTS_SQL))
+def search_documents(store: Store, item_ids: Sequence[str] | None = None) -> pl.DataFrame:
+    """Every product of the catalog (or only these) with fills applied as a search document,
+    sorted by item_id."""
+    wanted = None if item_ids is None else list(item_ids)
+    return conform(store.query(_DOCUMENTS_SQL, [wanted, wanted]))

@@ -263,4 +263,35 @@ MIGRATIONS: Final[list[str]] = [
         line BIGINT
     );
     """,
+    # 9: what each customer in an A/B test was shown, for online metrics per variant
+    """
+    CREATE TABLE experiment_exposures (
+        experiment VARCHAR NOT NULL,
+        variant VARCHAR NOT NULL,
+        user_id VARCHAR NOT NULL,            -- pseudonym
+        surface VARCHAR NOT NULL,            -- recommendations | search
+        items VARCHAR[] NOT NULL,            -- what was shown, in order
+        shown_at TIMESTAMPTZ NOT NULL
+    );
+    """,
+    # 10: products taken off sale through the API; the catalog (search, training) leaves them out
+    """
+    CREATE TABLE product_removals (
+        item_id VARCHAR PRIMARY KEY,
+        removed_at TIMESTAMPTZ NOT NULL
+    );
+
+    CREATE OR REPLACE VIEW catalog_products AS
+    WITH fills AS (
+        SELECT item_id,
+               max(TRY_CAST(value AS DOUBLE)) FILTER (WHERE field = 'price') AS price,
+               max(value) FILTER (WHERE field = 'category') AS category
+        FROM product_gaps WHERE filled GROUP BY item_id)
+    SELECT p.* REPLACE (
+        coalesce(p.price, f.price) AS price,
+        CASE WHEN f.category IS NULL THEN p.category_path
+             ELSE list_append(coalesce(p.category_path, []), f.category) END AS category_path)
+    FROM products p LEFT JOIN fills f USING (item_id)
+    WHERE p.item_id NOT IN (SELECT item_id FROM product_removals);
+    """,
 ]
