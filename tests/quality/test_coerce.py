@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from aisle.config import Settings
 from aisle.domain import Reason
+from aisle.pipeline import ingest
 from aisle.quality.coerce import coerce
 from aisle.text import clean_series, clean_text
 from tests.quality.tiny_batches import (
@@ -161,3 +163,24 @@ def test_text_is_normalised_on_ingest(settings: Settings, tmp_path: Path) -> Non
     assert table(settings, "SELECT query FROM events")["query"].to_list() == ["fine shoes"]
     # a query of whitespace only is no query at all
     assert quarantine_by_line(settings, result.import_id)[3]["reasons"] == ["missing_field"]
+
+
+def test_an_array_or_object_in_a_plain_field_quarantines_that_record_only(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """JSON sources can hold any shape: the records with the wrong one are held, the rest kept."""
+
+    rows = [
+        {"item_id": "p1", "title": "fine", "brand": ["a", "list"]},
+        {"item_id": "p2", "title": "fine", "aliases": [[None]]},
+        {"item_id": "p3", "title": "fine", "price": {"amount": 3}},
+        {"item_id": "p4", "title": "kept", "category_path": ["Games", "Shooters"]},
+    ]
+    path = tmp_path / "shapes.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = ingest("products", path, "canonical", settings)
+    assert (result.input, result.accepted, result.quarantined) == (4, 1, 3)
+    assert result.reasons == {Reason.BAD_TYPE.value: 3}
+    held = quarantine_by_line(settings, result.import_id)
+    assert sorted(held) == [1, 2, 3]
+    assert "'price'" in held[3]["detail"]

@@ -17,7 +17,8 @@ def content_ids(frame: pl.DataFrame, columns: list[str], namespace: str) -> pl.S
     con = duckdb.connect()
     try:
         con.register("rows", frame.select(columns).to_arrow())
-        parts = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(0))' for c in columns)
+        quoted = [c.replace('"', '""') for c in columns]  # a quote in a source's field name
+        parts = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(0))' for c in quoted)
         relation = con.sql(
             f"SELECT md5(concat_ws(chr(31), ?, {parts})) AS id FROM rows", params=[namespace]
         )

@@ -146,7 +146,7 @@ class Pseudonymiser:
         return self.rekey(self.first(raw))
 
     def _mappings(self, values: pl.Series) -> tuple[dict[str, str | None], dict[str, str | None]]:
-        distinct = values.cast(pl.String).drop_nulls().unique().to_list()
+        distinct = _text(values).drop_nulls().unique().to_list()
         first = {raw: (self.first(key) if (key := raw.strip()) else None) for raw in distinct}
         current = {raw: (self.rekey(p) if p else None) for raw, p in first.items()}
         return current, first
@@ -154,7 +154,7 @@ class Pseudonymiser:
     def series(self, values: pl.Series) -> pl.Series:
         """Pseudonymise a column; hashes each distinct value once, keeps nulls and blanks null."""
         current, _ = self._mappings(values)
-        return values.cast(pl.String).replace_strict(current, default=None, return_dtype=pl.String)
+        return _text(values).replace_strict(current, default=None, return_dtype=pl.String)
 
     def frame(self, frame: pl.DataFrame, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
         """Replace every listed column that the frame has by its pseudonyms."""
@@ -169,7 +169,7 @@ class Pseudonymiser:
         current_frame, first_frame, back = frame, frame, {}
         for name in present:
             current, first = self._mappings(frame[name])
-            text = frame[name].cast(pl.String)
+            text = _text(frame[name])
             current_frame = current_frame.with_columns(
                 text.replace_strict(current, default=None, return_dtype=pl.String)
             )
@@ -178,3 +178,11 @@ class Pseudonymiser:
             )
             back.update({c: first[raw] for raw, c in current.items() if c and first[raw]})
         return current_frame, first_frame, back  # type: ignore[return-value]
+
+
+def _text(values: pl.Series) -> pl.Series:
+    """Identifiers as text; an array or object (from JSON) is no identifier: null, so the
+    record is held as missing its customer rather than failing the batch."""
+    if values.dtype.is_nested():
+        return pl.Series(values.name, [None] * values.len(), dtype=pl.String)
+    return values.cast(pl.String)

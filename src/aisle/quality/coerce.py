@@ -74,6 +74,12 @@ def coerce(
             continue
         source_dtype = frame.schema[name]
         column = pl.col(name)
+        if source_dtype.is_nested() and not _fits(source_dtype, dtype):
+            # an array or object where a plain value belongs: that record fails, not the batch
+            staged[name] = pl.lit(None, dtype=dtype)
+            timestamp = isinstance(dtype, pl.Datetime)
+            reasons[name] = Reason.BAD_TIMESTAMP if timestamp else Reason.BAD_TYPE
+            continue
         if isinstance(dtype, pl.Datetime):
             cast = _parse_timestamp(column, source_dtype, timestamp_format, timezone, epoch_unit)
             staged[name] = _once_per_value(frame[name], cast) if source_dtype == pl.String else cast
@@ -119,6 +125,14 @@ def coerce(
         for name, dtype in schema.items()
     ]
     return cast_frame.select(pl.col("_line"), *columns, *masks), flags
+
+
+def _fits(source: pl.DataType, target: pl.DataType) -> bool:
+    """Whether a nested source column casts onto ``target``: a list of plain values onto a
+    list."""
+    return (
+        isinstance(source, pl.List) and isinstance(target, pl.List) and not source.inner.is_nested()
+    )
 
 
 def _once_per_value(values: pl.Series, parse: pl.Expr) -> pl.Series | pl.Expr:

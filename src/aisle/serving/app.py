@@ -151,8 +151,10 @@ def create_app(service: Service) -> FastAPI:
         extra: dict[str, Any] = {}
         if error.headers and "Retry-After" in error.headers:
             extra["retry_after"] = error.headers["Retry-After"]
-        return error_response(error.status_code, codes.get(error.status_code, "error"),
-                              str(error.detail), **extra)  # fmt: skip
+        response = error_response(error.status_code, codes.get(error.status_code, "error"),
+                                  str(error.detail), **extra)  # fmt: skip
+        response.headers.update(error.headers or {})  # WWW-Authenticate with a 401
+        return response
 
     @app.exception_handler(AisleError)
     async def aisle_error(_request: Request, error: AisleError) -> Response:

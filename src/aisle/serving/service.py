@@ -81,10 +81,21 @@ def parse_batch(body: bytes, content_type: str, source: str, key: str) -> RawBat
             if text.startswith(b"{"):
                 text = _unwrap(text, key, source)
             frame, malformed = read_json_array(text, source)
-    except InputError:
+    except InputError as error:
+        error.field = error.field or key  # the body as a whole is at fault
         raise
     except (ValueError, pl.exceptions.PolarsError) as error:
-        raise InputError(f"the body is not valid JSON: {error}", source=source) from error
+        raise InputError(f"the body is not valid JSON: {error}", source=source,
+                         field=key) from error  # fmt: skip
+    if all(column.startswith("_") for column in frame.columns):
+        # no record has a single field: the importer has nothing to check or keep
+        raise InputError("the batch holds no JSON object with a field", source=source,
+                         field=key)  # fmt: skip
+    unfit = next((c for c in frame.columns if not c or '"' in c or not c.isprintable()), None)
+    if unfit is not None:
+        # record ids hash every field by name in SQL, and Arrow refuses a NUL in a name
+        raise InputError(f"the field name {unfit!r} is empty or holds a quote or control "
+                         "character", source=source, field=key)  # fmt: skip
     return RawBatch(frame, source, "", "json", malformed)
 
 
@@ -302,9 +313,12 @@ class Service:
                 self.metrics.count("retrains", model=name, promoted=str(outcome.promoted).lower())
                 outcomes.append(outcome)
             self._retrained_at_events = events_before
-            if any(o.promoted for o in outcomes):
+            promoted = {o.name for o in outcomes if o.promoted}
+            if promoted:
                 self.reload_models()
-                self.activity.drop_until(marker)
+                # recent items stay until every model in service has learnt them
+                if promoted >= set(self.live.models):
+                    self.activity.drop_until(marker)
         return [o.to_json() for o in outcomes]
 
     # -- background work --------------------------------------------------------------------

@@ -39,7 +39,10 @@ def optional_column(raw: pl.DataFrame, name: str, dtype: pl.DataType | None = No
 
 def list_field(raw: pl.DataFrame, column: str) -> pl.Expr:
     """A list-of-text field: lists are kept, text such as "a > b > c" is split into its parts."""
-    if isinstance(raw.schema[column], pl.List):
+    dtype = raw.schema[column]
+    if isinstance(dtype, pl.List):
+        if dtype.inner.is_nested():  # lists of lists: the records holding them are quarantined
+            return pl.col(column)
         return pl.col(column).cast(pl.List(pl.String()))
     parts = pl.col(column).cast(pl.String()).str.replace_all(r"\s*>\s*", _SPLIT).str.split(_SPLIT)
     return parts.list.eval(pl.element().str.strip_chars()).list.eval(
