@@ -249,7 +249,7 @@ class ServeSettings(BaseModel):
         "With none the server runs open, on loopback only.",
     )
     requests_per_minute: int = Field(
-        60_000, gt=0, description="Default per-key rate limit (a token bucket)."
+        600_000, gt=0, description="Default per-key rate limit (a token bucket)."
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Larger requests get 413.")
     max_batch_events: int = Field(50_000, gt=0, description="Events in one POST at most.")

@@ -42,7 +42,8 @@ def serve_command(
     keys = Keys(config.serve)
     check_bind(host, keys)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("aisle.access").disabled = not access_log
+    # a level, not the disabled flag: uvicorn's logging setup clears that flag
+    logging.getLogger("aisle.access").setLevel(logging.INFO if access_log else logging.WARNING)
     with console.status("loading models and the search index"):
         service = Service(config)
     banner(config, host, port, keys.open)

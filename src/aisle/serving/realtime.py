@@ -24,15 +24,20 @@ TREND_WEIGHTS: Final = {"view": 1.0, "click": 1.0, "add_to_cart": 3.0, "purchase
 SEQUENCE_TYPES: Final = ("view", "click", "add_to_cart", "purchase", "rating")
 #: Items kept per customer: longer sequences than any model reads.
 RECENT_ITEMS: Final = 200
+#: Customers whose recent items are kept, at most: memory stays bounded between retrains (the
+#: least recently active are dropped first; the store keeps their events for the next one).
+MAX_CUSTOMERS: Final = 1_000_000
 
 
 class Activity:
     """Recent items per customer (pseudonym) and decayed item counts; thread-safe."""
 
-    def __init__(self, *, half_life_hours: float = 24.0) -> None:
+    def __init__(
+        self, *, half_life_hours: float = 24.0, max_customers: int = MAX_CUSTOMERS
+    ) -> None:
+        self.max_customers = max_customers
         self._recent: dict[str, deque[tuple[int, str]]] = {}
         self._sequence = 0  # numbers every recorded item, so a retrain can drop what it saw
-        self._changes: dict[str, int] = {}
         self._item_index: dict[str, int] = {}
         self._items: list[str] = []
         self._trend = np.zeros(0, dtype=np.float64)
@@ -59,13 +64,16 @@ class Activity:
         counted = weights.group_by("item_id").agg(pl.col("type").sum().alias("weight"))
         with self._lock:
             for user, items in per_user.iter_rows():
-                recent = self._recent.get(user)
+                # popped and put back: the dict's order is least recently active first
+                recent = self._recent.pop(user, None)
                 if recent is None:
-                    recent = self._recent[user] = deque(maxlen=RECENT_ITEMS)
+                    recent = deque(maxlen=RECENT_ITEMS)
+                self._recent[user] = recent
                 numbers = range(self._sequence + 1, self._sequence + 1 + len(items))
                 recent.extend(zip(numbers, items, strict=True))
                 self._sequence += len(items)
-                self._changes[user] = self._changes.get(user, 0) + 1
+            while len(self._recent) > self.max_customers:  # the least recently active go
+                del self._recent[next(iter(self._recent))]
             self._add_trend(counted["item_id"].to_list(), counted["weight"].to_numpy())
             self.events += kept.height
 
@@ -82,12 +90,10 @@ class Activity:
         with self._lock:
             emptied = []
             for user, recent in self._recent.items():
-                if recent and recent[0][0] <= marker:
-                    while recent and recent[0][0] <= marker:
-                        recent.popleft()
-                    self._changes[user] = self._changes.get(user, 0) + 1
-                    if not recent:
-                        emptied.append(user)
+                while recent and recent[0][0] <= marker:
+                    recent.popleft()
+                if not recent:
+                    emptied.append(user)
             for user in emptied:
                 del self._recent[user]
 
@@ -95,7 +101,6 @@ class Activity:
         """Drop a customer's recent items (erasure)."""
         with self._lock:
             self._recent.pop(pseudonym, None)
-            self._changes[pseudonym] = self._changes.get(pseudonym, 0) + 1
 
     def _add_trend(self, items: Sequence[str], weights: np.ndarray) -> None:
         self._decay()
@@ -121,10 +126,6 @@ class Activity:
         with self._lock:
             found = self._recent.get(pseudonym)
             return [item for _, item in found] if found else []
-
-    def change(self, pseudonym: str) -> int:
-        """A counter that moves whenever the customer's recent items do (for caches)."""
-        return self._changes.get(pseudonym, 0)
 
     def trending(self, n: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         """The ``n`` items with the most decayed behaviour, strongest first."""
