@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from aisle.errors import StoreError
-from aisle.search.dense import EXACT_BELOW, INDEX_FILE, ITEMS_FILE, MANIFEST_FILE, DenseIndex
+from aisle.search.dense import (
+    EXACT_BELOW,
+    INDEX_FILE,
+    ITEMS_FILE,
+    MANIFEST_FILE,
+    VECTORS_FILE,
+    DenseIndex,
+)
 
 
 def unit_vectors(count: int, dimensions: int, seed: int) -> np.ndarray:
@@ -119,7 +126,7 @@ def test_save_and_load_give_identical_results(tmp_path: Path) -> None:
     index.upsert(["p200", "late"], unit_vectors(2, 16, seed=13))
     index.save(tmp_path / "dense")
     assert {f.name for f in (tmp_path / "dense").iterdir()} == {
-        INDEX_FILE, ITEMS_FILE, MANIFEST_FILE
+        INDEX_FILE, ITEMS_FILE, MANIFEST_FILE, VECTORS_FILE  # the graph's are 8-bit: a copy
     }  # fmt: skip
     loaded = DenseIndex.load(tmp_path / "dense")
     assert len(loaded) == len(index)
@@ -151,3 +158,34 @@ def test_small_and_empty_indexes(tmp_path: Path) -> None:
         index.upsert(["a"], unit_vectors(2, 8, seed=18))
     with pytest.raises(StoreError, match="not a saved dense index"):
         DenseIndex.load(tmp_path / "nothing")
+
+
+def test_a_float32_graph_saved_before_quantisation_still_loads(tmp_path: Path) -> None:
+    vectors = unit_vectors(3_000, 16, seed=21)
+    ids = [f"p{i}" for i in range(len(vectors))]
+    old = DenseIndex(16, dtype="f32")
+    old.upsert(ids, vectors)
+    old.save(tmp_path / "old")
+    assert not (tmp_path / "old" / VECTORS_FILE).exists()
+    loaded = DenseIndex.load(tmp_path / "old")
+    assert loaded.dtype == "f32"
+    query = unit_vectors(1, 16, seed=22)[0]
+    assert loaded.search(query, 5, exact=False)[0] == old.search(query, 5, exact=False)[0]
+    assert np.allclose(loaded.cosines(query, ids[:50]), vectors[:50] @ query, atol=1e-6)
+
+
+def test_search_by_keys_answers_as_search_does() -> None:
+    vectors = unit_vectors(25_000, 16, seed=31)
+    ids = [f"p{i}" for i in range(len(vectors))]
+    index = DenseIndex.create(ids, vectors)
+    index.remove(ids[:50])
+    index.upsert(["p60", "late"], unit_vectors(2, 16, seed=32))
+    names = {key: item for item, key in index.keys_in_use().items()}
+    assert index.next_key == len(ids) + 1
+    for query in unit_vectors(20, 16, seed=33):
+        keys, cosines = index.search_keys(query, 10)
+        found, expected = index.search(query, 10, exact=False)
+        assert [names[int(k)] for k in keys] == found
+        assert np.allclose(cosines, expected, atol=1e-6)
+        assert not {names[int(k)] for k in keys} & set(ids[:50])
+    assert index.search_keys(vectors[0], 0)[0].shape == (0,)

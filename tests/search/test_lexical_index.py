@@ -397,3 +397,23 @@ def test_best_buy_catalog(shared_data: Path, tmp_path: Path) -> None:
     for _ in range(20):
         index.field_scores("call of duty black ops", matched.item_ids[:100] * 10)
     assert (time.perf_counter() - started) / 20 < 0.05
+
+
+def test_remembered_addresses_follow_commits_by_another_process(tmp_path: Path) -> None:
+    """The item ids of document addresses are remembered between searches; a commit through
+    another LexicalIndex (another process) moves documents, and none is named wrongly."""
+    writer = LexicalIndex.create(CATALOG, tmp_path / "lexical")
+    reader = LexicalIndex.open(tmp_path / "lexical")
+    before = reader.search("lamp")
+    assert reader.search("lamp").item_ids == before.item_ids  # from the remembered addresses
+    writer.upsert(documents([product("lamp-1", "Kettle descaler"),
+                             product("lamp-9", "Desk lamp, green")]))  # fmt: skip
+    writer.delete(["lamp-2"])
+    for n in range(12):  # segments enough for tantivy to merge: documents change addresses
+        writer.upsert(documents([product(f"mug-{n + 2}", f"Mug number {n}")]))
+    writer.close()  # waits for the merges
+    reader._index.reload()  # what tantivy's reader does by itself shortly after a commit
+    after = reader.search("lamp")
+    assert "lamp-1" not in after.item_ids and "lamp-2" not in after.item_ids
+    assert "lamp-9" in after.item_ids
+    assert reader.search("descaler").item_ids == ["lamp-1"]

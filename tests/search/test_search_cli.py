@@ -102,3 +102,18 @@ def test_aisle_methods_beat_plain_bm25_on_held_out_clicks(shop: dict[str, Any]) 
     assert out["cases"] == TEST_CLICKS
     assert figures["text-only"]["map@5"] > figures["bm25-tantivy"]["map@5"]
     assert figures["click-aware"]["map@5"] > figures["bm25-tantivy"]["map@5"]
+
+
+def test_a_production_recommender_personalises_search(shop: dict[str, Any]) -> None:
+    home = shop["home"]
+    user = shop["users"][0]
+    plain = json_out(aisle(home, "search", "xbox", "-n", "20", "--user", user, "--json"))
+    json_out(aisle(home, "train", "--model", "itemknn", "--promote", "--json"))
+    lifted = json_out(aisle(home, "search", "xbox", "-n", "20", "--user", user, "--json"))
+    named = json_out(aisle(home, "search", "xbox", "-n", "20", "--user", user, "--model",
+                           "itemknn", "--json"))  # fmt: skip
+    assert [h["item_id"] for h in lifted["hits"]] == [h["item_id"] for h in named["hits"]]
+    assert lifted["total"] == plain["total"]  # the same matches, in another order
+    assert [h["item_id"] for h in lifted["hits"]] != [h["item_id"] for h in plain["hits"]]
+    missing = aisle(home, "search", "xbox", "--user", user, "--model", "bpr")
+    assert missing.exit_code == 2 and "bpr" in missing.output

@@ -18,6 +18,7 @@ from aisle.search.documents import conform
 from aisle.search.engine import SearchEngine
 from aisle.search.lexical import LexicalIndex
 from aisle.search.ltr import SearchRanker
+from aisle.search.taste import personalised, standing
 from aisle.search.training import click_groups
 
 TITLES = {
@@ -176,3 +177,61 @@ def test_products_added_changed_and_removed_are_searchable_at_once(
     assert time.perf_counter() - started < 1.0
     engine.upsert(pl.DataFrame({"item_id": ["p1"], "title": ["Red paper lantern"]}))
     assert ranked(engine, "red lantern")[0] == "p1"  # back after an upsert
+    # the per-field BM25 follows the changes: the changed product scores its new words only
+    changed = engine.position["p3"]
+    fields = engine.terms.field_scores(engine.lexical.tokens("green scarf"), np.asarray([changed]))
+    assert fields[0].sum() > 0
+    assert engine.terms.field_scores(engine.lexical.tokens("red"), np.asarray([changed])).sum() == 0
+
+
+def test_standing_is_the_rank_percentile_among_scored_candidates() -> None:
+    got = standing({"a": 0.2, "b": 5.0, "c": -1.0, "x": 9.0}, ["a", "b", "z", "c"])
+    assert got.tolist() == pytest.approx([2 / 3, 1.0, 0.0, 1 / 3])
+    assert standing({}, ["a"]).tolist() == [0.0]
+    scores = np.asarray([1.0, 2.0, 3.0])
+    lifted = personalised(scores, np.asarray([0.0, 0.0, 0.0]), np.asarray([1.0, 0.0, 0.0]),
+                          (0.5, 1.0))  # fmt: skip
+    assert lifted[0] == pytest.approx(1.0 + float(np.std(scores)))
+    assert lifted[1:].tolist() == [2.0, 3.0]
+
+
+def test_a_recommenders_scores_lift_its_favourites(
+    documents: pl.DataFrame, lexical: LexicalIndex
+) -> None:
+    engine = SearchEngine(documents, lexical)
+    plain = engine.search("tea cup", limit=2)
+    last = plain.hits[1].item_id
+    scores = {last: 10.0, plain.hits[0].item_id: 1.0, "p1": 50.0}
+    # weights count standard deviations of the candidates' scores: with two candidates,
+    # one is half the gap between them
+    engine.personal_weights = (0.5, 8.0)
+    lifted = engine.search("tea cup", limit=2, personal_scores=scores)
+    assert lifted.hits[0].item_id == last
+    assert {h.item_id for h in lifted.hits} == {h.item_id for h in plain.hits}  # same matches
+    engine.personal_weights = (0.5, 0.0)  # the recommender's weight at 0: no effect
+    assert engine.search("tea cup", limit=2, personal_scores=scores).hits == plain.hits
+    # affinity and scores together; neither changes which products match
+    both = engine.search("tea cup", personal_scores=scores,
+                         affinity={"category": {"home": 1.0}, "brand": {}})  # fmt: skip
+    assert both.total == plain.total
+
+
+def test_the_dense_graph_pool_follows_added_and_removed_products(documents: pl.DataFrame) -> None:
+    class Encoder:
+        name, dimensions, source = "toy", 3, "toy"
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return np.asarray([[1.0, 0.0, 0.0] if {"dragon", "wyvern"} & set(t.lower().split()) else
+                               [0.0, 1.0, 0.0] if "tea" in t.lower() else [0.0, 0.0, 1.0]
+                               for t in texts], np.float32)  # fmt: skip
+
+    vectors = Encoder().encode(list(TITLES.values()))
+    dense = DenseIndex.create(documents["item_id"].to_list(), vectors)
+    engine = SearchEngine(documents, LexicalIndex.create(documents), vectors=vectors,
+                          encoder=Encoder(), dense=dense)  # fmt: skip
+    assert {"p7", "p8"} <= set(ranked(engine, "tea"))
+    engine.upsert(pl.DataFrame({"item_id": ["p9"], "title": ["Dragon figure"]}))
+    assert engine.lexical.search("wyvern").item_ids == []  # found by meaning alone:
+    assert ranked(engine, "wyvern") == ["p9"]  # the graph's new key maps to the new column
+    engine.remove(["p9"])
+    assert ranked(engine, "wyvern") == []

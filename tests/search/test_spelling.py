@@ -4,7 +4,9 @@ fixed with measured precision and recall on later clicks."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +16,8 @@ from hypothesis import strategies as st
 
 from aisle.config import load_settings
 from aisle.pipeline import ingest
-from aisle.search.documents import search_documents
+from aisle.search import spelling
+from aisle.search.documents import conform, search_documents
 from aisle.search.spelling import (
     Correction,
     SpellingCorrector,
@@ -22,6 +25,7 @@ from aisle.search.spelling import (
     document_texts,
     evaluate_spelling,
 )
+from aisle.search.tokenize import terms
 from aisle.storage import Store
 from tests.conftest import SHARED_DATA, TEST_SECRET
 
@@ -237,3 +241,40 @@ def test_precision_and_recall_on_later_clicks(bestbuy: tuple[pl.DataFrame, pl.Da
     assert report["precision"] >= 0.65
     assert report["labelled_precision"] >= 0.85
     assert report["recall"] >= 0.8
+
+
+def test_catalog_counts_in_chunks_equal_counting_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (22 GB at a million products): texts are counted a chunk at a time, and the
+    counts are those of counting every text at once."""
+    texts = [*CATALOG, "Dead Island dead island", "", "dead island: riptide", "zz top zz top"]
+    words: Counter[str] = Counter()
+    pairs: Counter[str] = Counter()
+    for text in texts:
+        cut = terms(text)
+        words.update(set(cut))
+        letters = [(a, b) for a, b in itertools.pairwise(cut) if a.isalpha() and b.isalpha()]
+        pairs.update({f"{a} {b}" for a, b in letters if a.isascii() and b.isascii()})
+    monkeypatch.setattr(spelling, "CHUNK", 3)
+    catalog, found = spelling.catalog_counts(pl.Series("text", texts))
+    assert catalog == dict(words)
+    assert found == dict(pairs)
+    monkeypatch.setattr(spelling, "MAX_PAIRS", 2)
+    _, top = spelling.catalog_counts(pl.Series("text", texts))
+    expected = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+    assert list(top.items()) == expected
+
+
+def test_learning_from_documents_reads_their_texts_a_chunk_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    documents = conform(
+        pl.DataFrame(
+            {"item_id": [f"p{i}" for i in range(len(CATALOG))], "title": CATALOG,
+             "brand": ["Rockstar", None] * (len(CATALOG) // 2) + ["Rockstar"] * (len(CATALOG) % 2)}
+        )
+    )  # fmt: skip
+    whole = SpellingCorrector.from_texts(document_texts(documents))
+    monkeypatch.setattr(spelling, "CHUNK", 2)
+    chunked = SpellingCorrector.from_texts(documents)
+    assert chunked.words_ == whole.words_ and chunked.pairs_ == whole.pairs_
+    assert chunked.correct("battlefeild").text == whole.correct("battlefeild").text

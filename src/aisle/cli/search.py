@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from aisle.cli.context import console, emit_json, guarded, settings
-from aisle.errors import ConfigError
+from aisle.errors import ConfigError, NotFoundError
 from aisle.privacy.rotation import pseudonymiser_for
 from aisle.storage import Store
 
@@ -19,14 +19,28 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 @index_app.command("build")
 @guarded
-def build(as_json: JsonOption = False) -> None:
+def build(
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Text encoder: the catalog's embedding model (default), or minilm-clicks to "
+            "fine-tune MiniLM on the store's clicks first and index with it."
+        ),
+    ] = None,
+    encoder_budget: Annotated[
+        float, typer.Option(help="Seconds of fine-tuning for --encoder minilm-clicks.")
+    ] = 300.0,
+    as_json: JsonOption = False,
+) -> None:
     """Index the catalog (lexical and dense), learn query understanding, click history and
     the ranker from the store, and make the new version current."""
     from aisle.search.index import build_index  # noqa: PLC0415 (heavy: torch, lightgbm)
 
     config = settings()
+    if encoder_budget <= 0:
+        raise ConfigError("--encoder-budget must be positive")
     with Store(config.home) as store:
-        made = build_index(store, config)
+        made = build_index(store, config, text_encoder=encoder, encoder_budget_s=encoder_budget)
     if as_json:
         emit_json(made.to_json())
         return
@@ -47,20 +61,54 @@ def _filters(pairs: list[str] | None) -> dict[str, list[str]]:
     return chosen
 
 
-def _affinity(config: Any, user: str | None) -> dict[str, dict[str, float]] | None:
+def _personal(
+    config: Any, user: str | None, model: str | None
+) -> tuple[dict[str, dict[str, float]] | None, dict[str, float] | None]:
+    """The customer's affinity and a recommender's scores for them (None without a user; no
+    scores where no model is registered or the model does not know the customer)."""
     if user is None:
-        return None
+        return None, None
     from aisle.search.personal import customer_affinity  # noqa: PLC0415
 
     with Store(config.home, read_only=True) as store:
         pseudonym = pseudonymiser_for(store, config).one(user.strip())
-        return customer_affinity(store, pseudonym)
+        return customer_affinity(store, pseudonym), _recommended(store, pseudonym, model)
+
+
+def _recommended(store: Store, pseudonym: str, model: str | None) -> dict[str, float] | None:
+    """Every item's score for the customer from ``model`` (default: the model most recently
+    put in production); None where none is registered or it does not know the customer."""
+    import numpy as np  # noqa: PLC0415 (lazy: the CLI starts light)
+    import polars as pl  # noqa: PLC0415
+
+    from aisle.models import registry  # noqa: PLC0415
+
+    name = model
+    if name is None:
+        live = registry.versions(store).filter(pl.col("status") == "production")
+        if not live.height:
+            return None
+        name = str(live.sort("promoted_at", descending=True, nulls_last=True)["name"][0])
+    try:
+        recommender = registry.load(store, name)
+    except NotFoundError:
+        if model is not None:
+            raise  # asked for by name: say it is missing
+        return None
+    if not recommender.knows(pseudonym):
+        return None
+    scores = recommender.score_users(np.asarray([recommender.user_row(pseudonym)]))[0]
+    return dict(zip(recommender.items, np.asarray(scores, dtype=np.float64).tolist(), strict=True))
 
 
 @guarded
 def search_command(
     query: Annotated[str, typer.Argument(help="What the shopper typed.")],
     user: Annotated[str | None, typer.Option(help="Personalise for this customer id.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Recommender whose scores personalise (default: the production one)."),
+    ] = None,
     filters: Annotated[
         list[str] | None, typer.Option("--filter", help="brand=X or category=X (repeatable).")
     ] = None,
@@ -77,12 +125,12 @@ def search_command(
     config = settings()
     if n < 1 or page < 1:
         raise ConfigError("-n and --page must be at least 1")
-    affinity = _affinity(config, user)
+    affinity, scores = _personal(config, user, model)
     engine = load_engine(config.home)
     result = engine.search(
         query, limit=n, offset=(page - 1) * n, filters=_filters(filters) or None, sort=sort,
         facets=[f.strip() for f in facets.split(",") if f.strip()], affinity=affinity,
-        explain=explain,
+        explain=explain, personal_scores=scores,
     )  # fmt: skip
     titles = dict(zip(engine.documents["item_id"], engine.documents["title"], strict=True))
     prices = dict(zip(engine.documents["item_id"], engine.documents["price"], strict=True))

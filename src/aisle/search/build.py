@@ -180,4 +180,5 @@ def assemble(parts: SearchParts, *, clicks: bool) -> SearchEngine:
         understanding=parts.understanding,
         clicks=parts.history.index(items) if clicks else None,
         ranker=ranker,
+        terms=learner.terms,  # the same products' texts in the same order
     )

@@ -35,11 +35,22 @@ from aisle.errors import StoreError
 CONNECTIVITY: Final = 16
 EXPANSION_ADD: Final = 128
 EXPANSION_SEARCH: Final = 256
+#: The graph's vectors are stored as 8-bit integers: on 30k Best Buy-like products (static
+#: model) it builds 4.5x faster than float32 and searches 2x faster (0.35 against 0.68 ms for
+#: the 100 nearest), with the same share of the exact 10 nearest among them (0.95) and a
+#: little less of the exact 100 (0.87 against 0.90). Cosines are not taken from it: they are
+#: computed again from the float32 copy, so results come back in exact cosine order.
+GRAPH_DTYPE: Final = "i8"
+#: A quantised graph is asked for this many more neighbours than wanted (a quarter more, at
+#: least 25), and the exact cosines pick the best of them (on 10k random 32-dimension vectors,
+#: the hardest case for 8 bits, recall@10 goes from 0.95 to 0.99 or more).
+OVERSAMPLE: Final = 25
 #: Below this many vectors ``search`` scans them all: exact, and a few milliseconds at most
 #: (benchmarks/search_index.py).
 EXACT_BELOW: Final = 20_000
 
 INDEX_FILE: Final = "vectors.usearch"
+VECTORS_FILE: Final = "vectors.npy"  # the exact copy, where the graph's are quantised
 ITEMS_FILE: Final = "items.parquet"
 MANIFEST_FILE: Final = "manifest.json"
 
@@ -59,12 +70,13 @@ def _unit(vectors: npt.ArrayLike, dimensions: int | None) -> Vectors:
 class DenseIndex:
     """Item vectors searchable by cosine; item_ids map to usearch keys that never change."""
 
-    def __init__(self, dimensions: int) -> None:
+    def __init__(self, dimensions: int, *, dtype: str = GRAPH_DTYPE) -> None:
         self.dimensions = dimensions
+        self.dtype = dtype
         self._index = Index(
             ndim=dimensions,
             metric="cos",
-            dtype="f32",
+            dtype=dtype,
             connectivity=CONNECTIVITY,
             expansion_add=EXPANSION_ADD,
             expansion_search=EXPANSION_SEARCH,
@@ -73,6 +85,7 @@ class DenseIndex:
         self._ids_by_key: list[str | None] = []  # key -> item_id (None once removed)
         self._rows: dict[str, int] = {}  # item_id -> row of _vectors
         self._row_ids: list[str] = []  # row -> item_id
+        self._key_rows = np.zeros(0, dtype=np.int64)  # key -> row of _vectors (-1: removed)
         self._vectors: Vectors = np.zeros((0, dimensions), dtype=np.float32)
         self._lock = threading.Lock()
 
@@ -127,6 +140,8 @@ class DenseIndex:
             keys = np.fromiter((self._keys[i] for i in ids), np.uint64, len(ids))
             self._index.add(keys, array)
             self._store_rows(ids, array)
+            self._grow_key_rows()
+            self._key_rows[keys.astype(np.int64)] = [self._rows[i] for i in ids]
 
     def remove(self, item_ids: Sequence[str]) -> int:
         """Remove ``item_ids``; returns how many were in the index."""
@@ -138,6 +153,7 @@ class DenseIndex:
             self._index.remove(keys)
             for key in keys:
                 self._ids_by_key[int(key)] = None
+            self._key_rows[keys.astype(np.int64)] = -1
             for item in present:
                 # Fill the hole with the last row, so the copy stays dense.
                 row, last = self._rows.pop(item), len(self._row_ids) - 1
@@ -146,7 +162,44 @@ class DenseIndex:
                     self._vectors[row] = self._vectors[last]
                     self._row_ids[row] = moved
                     self._rows[moved] = row
+                    self._key_rows[self._keys[moved]] = row
             return len(present)
+
+    def _grow_key_rows(self) -> None:
+        if len(self._key_rows) < len(self._ids_by_key):
+            room = np.full(len(self._ids_by_key) - len(self._key_rows), -1, dtype=np.int64)
+            self._key_rows = np.concatenate([self._key_rows, room])
+
+    def keys_in_use(self) -> dict[str, int]:
+        """Every item's usearch key (``search_keys`` answers with them)."""
+        with self._lock:
+            return dict(self._keys)
+
+    @property
+    def next_key(self) -> int:
+        """One past the highest key ever given (keys are never reused)."""
+        return len(self._ids_by_key)
+
+    def search_keys(self, vector: npt.ArrayLike, k: int) -> tuple[npt.NDArray[np.int64], Vectors]:
+        """The keys (``keys_in_use``) of the ``k`` items nearest to ``vector`` and their exact
+        cosines, best first: ``search`` without item ids, for callers that map keys to their
+        own rows (the engine's columns) with an array."""
+        query = _unit(vector, self.dimensions)[0]
+        with self._lock:
+            count = len(self._row_ids)
+            if k <= 0 or count == 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            if count < EXACT_BELOW:  # as ``search``: a scan, ties in row order
+                ids, cosines = self._exact(query[None, :], k)[0]
+                return np.asarray([self._keys[i] for i in ids], dtype=np.int64), cosines
+            extra = 0 if self.dtype == "f32" else max(OVERSAMPLE, k // 4)
+            matches = self._index.search(query, min(k + extra, count))
+            keys = np.asarray(matches.keys, dtype=np.int64)
+            rows = self._key_rows[keys]
+            keys, rows = keys[rows >= 0], rows[rows >= 0]  # a removed key: never
+            cosines = self._vectors[rows] @ query
+        order = np.lexsort((keys, -cosines))[:k]  # ties: the older key first
+        return keys[order], cosines[order].astype(np.float32)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -188,17 +241,21 @@ class DenseIndex:
             return self._graph(queries, min(k, count))
 
     def _graph(self, queries: Vectors, k: int) -> list[tuple[list[str], Vectors]]:
-        matches = self._index.search(queries, k)
+        extra = 0 if self.dtype == "f32" else max(OVERSAMPLE, k // 4)
+        wanted = min(k + extra, len(self._row_ids))
+        matches = self._index.search(queries, wanted)
         if isinstance(matches, BatchMatches):
             rows = zip(matches.keys, matches.distances, matches.counts, strict=True)
         else:  # one query: usearch answers with a flat Matches
             rows = zip([matches.keys], [matches.distances], [len(matches.keys)], strict=True)
         results: list[tuple[list[str], Vectors]] = []
-        for keys, distances, found in rows:
-            named = [(n, self._ids_by_key[int(key)]) for n, key in enumerate(keys[:found])]
-            kept = [(n, item) for n, item in named if item is not None]  # a removed key: never
-            cosines = (1.0 - distances[[n for n, _ in kept]]).astype(np.float32)
-            results.append(([item for _, item in kept], cosines))
+        for query, (keys, _, found) in zip(queries, rows, strict=True):
+            named = [self._ids_by_key[int(key)] for key in keys[:found]]
+            kept = [item for item in named if item is not None]  # a removed key: never
+            at = np.fromiter((self._rows[i] for i in kept), np.int64, len(kept))
+            cosines = self._vectors[at] @ query  # exact, whatever the graph stores
+            order = np.argsort(-cosines, kind="stable")[:k]
+            results.append(([kept[i] for i in order], cosines[order].astype(np.float32)))
         return results
 
     def search(
@@ -225,6 +282,9 @@ class DenseIndex:
         path.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._index.save(str(path / INDEX_FILE))
+            if self.dtype != "f32":  # the graph's own vectors are not exact: keep a copy,
+                rows = [self._rows[i] for i in self._keys]  # rows in the items file's order
+                np.save(path / VECTORS_FILE, self._vectors[rows], allow_pickle=False)
             pl.DataFrame(
                 {
                     "item_id": list(self._keys),
@@ -234,7 +294,7 @@ class DenseIndex:
             manifest = {
                 "dimensions": self.dimensions,
                 "metric": "cos",
-                "dtype": "f32",
+                "dtype": self.dtype,
                 "items": len(self._keys),
                 "next_key": len(self._ids_by_key),
                 "connectivity": CONNECTIVITY,
@@ -253,7 +313,7 @@ class DenseIndex:
             raise StoreError(f"{path}: not a saved dense index (missing {', '.join(missing)})")
         manifest = json.loads((path / MANIFEST_FILE).read_text())
         items = pl.read_parquet(path / ITEMS_FILE)
-        index = cls(int(manifest["dimensions"]))
+        index = cls(int(manifest["dimensions"]), dtype=str(manifest.get("dtype", "f32")))
         index._index.load(str(path / INDEX_FILE))
         # usearch keeps the graph's own parameters in its file, but not this search-time one
         index._index.expansion_search = int(manifest["expansion_search"])  # type: ignore[misc]
@@ -274,7 +334,16 @@ class DenseIndex:
         index._row_ids = [item for item in row_ids if item is not None]
         index._keys = dict(zip(index._row_ids, stored_keys.tolist(), strict=True))
         index._rows = {item: row for row, item in enumerate(index._row_ids)}
-        if index._row_ids:
+        index._grow_key_rows()
+        index._key_rows[stored_keys.astype(np.int64)] = np.arange(len(stored_keys))
+        if index._row_ids and index.dtype != "f32":
+            exact = np.load(path / VECTORS_FILE, allow_pickle=False)
+            saved_order = items["item_id"].to_list()  # the copy's rows: the items file's
+            if len(exact) != len(index._row_ids):
+                raise StoreError(f"{path}: {VECTORS_FILE} does not match {INDEX_FILE}")
+            rows = {item: row for row, item in enumerate(saved_order)}
+            index._vectors = np.ascontiguousarray(exact[[rows[i] for i in index._row_ids]])
+        elif index._row_ids:
             stored: Any = index._index.get(stored_keys, dtype="f32")
             index._vectors = np.ascontiguousarray(np.vstack(stored), dtype=np.float32)
         return index

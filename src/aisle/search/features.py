@@ -11,6 +11,7 @@ brand, from the customer's own behaviour.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -61,12 +62,21 @@ class Catalog:
     """Per-product arrays the features read, in the order of the documents' item ids."""
 
     item_ids: list[str]
-    title_words: list[frozenset[str]]
+    #: Which products' titles hold each word (``query_words``): word -> its id, and per id
+    #: the sorted product columns (compressed sparse columns: ``title_starts`` bound each).
+    title_vocabulary: dict[str, int]
+    title_starts: np.ndarray
+    title_columns: np.ndarray
     title_keys: list[str]
     log_popularity: np.ndarray
     price: np.ndarray
     category: list[str | None]
     brand: list[str | None]
+    #: Each product's category and brand as a code (-1: none) into these names' order.
+    category_codes: np.ndarray
+    category_index: dict[str, int]
+    brand_codes: np.ndarray
+    brand_index: dict[str, int]
     updated: np.ndarray  # seconds since the epoch (NaN: unknown), for "newest first"
     released: np.ndarray  # seconds since the epoch (NaN: unknown)
 
@@ -74,14 +84,23 @@ class Catalog:
     def of(cls, documents: pl.DataFrame) -> Catalog:
         """From a search-document frame."""
         titles = documents["title"].fill_null("").to_list()
+        vocabulary, starts, holders = _word_postings([query_words(title) for title in titles])
+        category_codes, category_index = _codes(documents["category"])
+        brand_codes, brand_index = _codes(documents["brand"])
         return cls(
             item_ids=documents["item_id"].to_list(),
-            title_words=[frozenset(query_words(title)) for title in titles],
+            title_vocabulary=vocabulary,
+            title_starts=starts,
+            title_columns=holders,
             title_keys=[query_key(title) for title in titles],
             log_popularity=np.log1p(documents["popularity"].fill_null(0).to_numpy()),
             price=documents["price"].fill_null(np.nan).to_numpy().astype(np.float64),
             category=documents["category"].to_list(),
             brand=documents["brand"].to_list(),
+            category_codes=category_codes,
+            category_index=category_index,
+            brand_codes=brand_codes,
+            brand_index=brand_index,
             released=_seconds(documents["released_at"]),
             updated=_seconds(documents["updated_at"]),
         )
@@ -115,27 +134,26 @@ def features(
     n = len(columns)
     words = query_words(evidence.text)
     key = query_key(evidence.text)
+    listed = columns.tolist()
     cover = np.zeros(n, dtype=np.float32)
     contains = np.zeros(n, dtype=np.float32)
-    for row, column in enumerate(columns):
-        if words:
-            cover[row] = len(catalog.title_words[column].intersection(words)) / len(words)
-        contains[row] = float(bool(key) and key in catalog.title_keys[column])
+    if words:
+        cover = _title_cover(catalog, words, columns)
+    if key:
+        keys = catalog.title_keys
+        contains = np.fromiter((key in keys[c] for c in listed), np.float32, n)
     price = catalog.price[columns]
     fits = np.ones(n, dtype=np.float32)
     if evidence.price_min is not None:
         fits *= np.nan_to_num(price >= evidence.price_min, nan=0.0)
     if evidence.price_max is not None:
         fits *= np.nan_to_num(price <= evidence.price_max, nan=0.0)
-    category = np.zeros(n, dtype=np.float32)
-    predicted = dict(evidence.categories)
     liked = evidence.affinity or {}
-    for row, column in enumerate(columns):
-        name = catalog.category[column]
-        if name is not None:
-            category[row] = predicted.get(name, 0.0)
-    personal_category = _affinity(liked.get("category", {}), catalog.category, columns)
-    personal_brand = _affinity(liked.get("brand", {}), catalog.brand, columns)
+    codes = catalog.category_codes[columns]
+    category = _shares(dict(evidence.categories), catalog.category_index, codes)
+    personal_category = _shares(liked.get("category", {}), catalog.category_index, codes)
+    personal_brand = _shares(liked.get("brand", {}), catalog.brand_index,
+                             catalog.brand_codes[columns])  # fmt: skip
     blocks = [
         evidence.field_scores,
         evidence.bm25[:, None],
@@ -162,17 +180,50 @@ def features(
     return np.hstack([np.asarray(b, dtype=np.float32) for b in blocks])
 
 
-def _affinity(
-    shares: dict[str, float], values: list[str | None], columns: np.ndarray
-) -> np.ndarray:
-    out = np.zeros(len(columns), dtype=np.float32)
+def _word_postings(words: list[list[str]]) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """Each word's id (in order of first use), and per id the sorted rows holding it."""
+    vocabulary: dict[str, int] = {}
+    ids = [vocabulary.setdefault(w, len(vocabulary)) for row in words for w in row]
+    rows = np.repeat(np.arange(len(words), dtype=np.int64), [len(row) for row in words])
+    order = np.lexsort((rows, np.asarray(ids, dtype=np.int64)))
+    counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(vocabulary))
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return vocabulary, starts, rows[order]
+
+
+def _title_cover(catalog: Catalog, words: list[str], columns: np.ndarray) -> np.ndarray:
+    """The share of the (distinct) query words found in each candidate's title."""
+    found = np.zeros(len(columns), dtype=np.float32)
+    for word in words:
+        word_id = catalog.title_vocabulary.get(word)
+        if word_id is None:
+            continue
+        holders = catalog.title_columns[
+            catalog.title_starts[word_id] : catalog.title_starts[word_id + 1]
+        ]
+        at = np.minimum(np.searchsorted(holders, columns), len(holders) - 1)
+        found += holders[at] == columns
+    return found / np.float32(len(words))
+
+
+def _codes(values: pl.Series) -> tuple[np.ndarray, dict[str, int]]:
+    """Each value's code in the sorted distinct values (-1 for null), and the codes by value."""
+    names = values.drop_nulls().unique().sort().to_list()
+    index = {name: code for code, name in enumerate(names)}
+    codes = values.replace_strict(index, default=-1, return_dtype=pl.Int32).to_numpy()
+    return np.asarray(codes, dtype=np.int64), index
+
+
+def _shares(shares: Mapping[str, float], index: dict[str, int], codes: np.ndarray) -> np.ndarray:
+    """The share of each candidate's value (0 where it has none or the value has no share)."""
     if not shares:
-        return out
-    for row, column in enumerate(columns):
-        value = values[column]
-        if value is not None:
-            out[row] = shares.get(value, 0.0)
-    return out
+        return np.zeros(len(codes), dtype=np.float32)
+    table = np.zeros(len(index) + 1, dtype=np.float32)  # the last entry answers code -1
+    for name, share in shares.items():
+        code = index.get(name)
+        if code is not None:
+            table[code] = share
+    return np.asarray(table[codes], dtype=np.float32)
 
 
 def _seconds(column: pl.Series) -> np.ndarray:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +74,11 @@ class LexicalHits:
         return len(self.item_ids)
 
 
+def fuzzy_term(term: str) -> bool:
+    """Whether a query term is matched fuzzily too: long enough, letters only, not Chinese."""
+    return len(term) >= FUZZY_MIN_LENGTH and term.isalpha() and not has_cjk(term)
+
+
 def _count(result: tantivy.SearchResult) -> int:
     """How many documents matched (the stub of SearchResult omits ``count``)."""
     return int(getattr(result, "count", 0) or 0)
@@ -81,6 +86,11 @@ def _count(result: tantivy.SearchResult) -> int:
 
 def _item_id(searcher: tantivy.Searcher, address: tantivy.DocAddress) -> str:
     return str(searcher.doc(address).get_first("item_id"))
+
+
+#: Item ids of document addresses remembered at most (a stored-document read costs more than
+#: the rest of a hit; the popular products' addresses come back query after query).
+ADDRESSES: Final = 262_144
 
 
 class LexicalIndex:
@@ -102,6 +112,10 @@ class LexicalIndex:
         self.created_at = created_at
         self._writer: tantivy.IndexWriter | None = None
         self._lock = threading.Lock()
+        #: (segment, document) -> item_id for the current reader, and the reader it was made
+        #: for (documents, segments); replaced after every reload.
+        self._addresses: dict[tuple[int, int], str] = {}
+        self._reader: tuple[int, int] = (-1, -1)
 
     # -- building and opening -------------------------------------------------------------
 
@@ -182,7 +196,36 @@ class LexicalIndex:
     def _commit(self, writer: tantivy.IndexWriter) -> None:
         writer.commit()
         self._index.reload()  # searchable now, not on the reader's next poll
+        self._addresses = {}  # after the reload: addresses of the old reader never land in it
         self._write_manifest()
+
+    def _searcher(self) -> tuple[tantivy.Searcher, dict[tuple[int, int], str]]:
+        """The current searcher and the item ids of its addresses (taken first: a reload in
+        between leaves new addresses in a map about to be dropped, never old ones in the new).
+        A reader reloaded behind this object's back (another process committed to the index
+        on disk) changes its documents or segments, and the map is dropped."""
+        addresses = self._addresses
+        searcher = self._index.searcher()
+        reader = (searcher.num_docs, searcher.num_segments)
+        if reader != self._reader or len(addresses) >= ADDRESSES:
+            addresses = self._addresses = {}
+            self._reader = reader
+        return searcher, addresses
+
+    @staticmethod
+    def _ids(
+        searcher: tantivy.Searcher,
+        addresses: dict[tuple[int, int], str],
+        hits: list[tuple[Any, tantivy.DocAddress]],
+    ) -> list[str]:
+        ids = []
+        for _, address in hits:
+            key = (address.segment_ord, address.doc)
+            item = addresses.get(key)
+            if item is None:
+                item = addresses[key] = _item_id(searcher, address)
+            ids.append(item)
+        return ids
 
     def _updater(self) -> tantivy.IndexWriter:
         """The writer for updates, made on the first one and kept (it holds the index's lock
@@ -254,7 +297,7 @@ class LexicalIndex:
         hits = searcher.search(Query.all_query(), searcher.num_docs, count=False).hits
         return [_item_id(searcher, address) for _, address in hits]
 
-    def _tokens(self, query: str) -> QueryTokens:
+    def tokens(self, query: str) -> QueryTokens:
         """Each term of ``query`` as typed, with its tokens in each text field (fields differ
         in stemming); a token already given by an earlier term ("lamp lamps") is left out."""
         seen: set[tuple[str, str]] = set()
@@ -283,7 +326,7 @@ class LexicalIndex:
         """The boosted query over all text fields; None when ``query`` has no terms."""
         occur = Occur.Must if require_all else Occur.Should
         clauses = []
-        for term, fields in self._tokens(query):
+        for term, fields in self.tokens(query):
             matches = [
                 (
                     Occur.Should,
@@ -295,7 +338,7 @@ class LexicalIndex:
                 if self.boosts[field] > 0
                 for token in field_tokens
             ]
-            if fuzzy and len(term) >= FUZZY_MIN_LENGTH and term.isalpha() and not has_cjk(term):
+            if fuzzy and fuzzy_term(term):
                 edits = 2 if len(term) >= FUZZY_TWO_EDITS_LENGTH else 1
                 near = Query.fuzzy_term_query(self._schema, NAMES_FIELD, term, distance=edits)
                 weight = FUZZY_WEIGHT * max(self.boosts["title"], 1e-3)
@@ -363,7 +406,7 @@ class LexicalIndex:
             query, fuzzy=fuzzy, require_all=require_all, filters=filters,
             price_min=price_min, price_max=price_max,
         )  # fmt: skip
-        searcher = self._index.searcher()
+        searcher, addresses = self._searcher()
         if limit <= 0:
             total = _count(searcher.search(built, 1, count=True))
             return LexicalHits([], np.zeros(0, np.float32), total)
@@ -372,7 +415,7 @@ class LexicalIndex:
         else:
             field, order = SORTS[sort]
             result = searcher.search(built, limit, count=True, order_by_field=field, order=order)
-        ids = [_item_id(searcher, address) for _, address in result.hits]
+        ids = self._ids(searcher, addresses, result.hits)
         values = [np.nan if value is None else value for value, _ in result.hits]
         scores = np.asarray(values, dtype=np.float64)
         if sort == "newest":
@@ -384,7 +427,7 @@ class LexicalIndex:
         columns in ``TEXT_FIELDS`` order, unboosted; 0 where a field does not match or the
         item is unknown."""
         scores = np.zeros((len(item_ids), len(TEXT_FIELDS)), dtype=np.float32)
-        tokens = self._tokens(query)
+        tokens = self.tokens(query)
         if not tokens or not item_ids:
             return scores
         unique = list(dict.fromkeys(item_ids))

@@ -139,14 +139,15 @@ def _finite(name: str) -> pl.Expr:
     return pl.when(column.is_finite()).then(column).alias(name)
 
 
-def json_lines(documents: pl.DataFrame) -> pl.Series:
-    """One JSON object per document, as tantivy's ``add_json`` reads it, without null fields."""
+def field_texts(documents: pl.DataFrame) -> pl.DataFrame:
+    """item_id and the text of every text field as the index reads it (segmented; the category
+    field holds the whole category path)."""
     category_text = (
         pl.when(pl.col("category_path").list.len() > 0)
         .then(pl.col("category_path").list.join(" "))
         .otherwise(pl.col("category"))
     )
-    text = documents.select(
+    return documents.select(
         pl.col("item_id"),
         *(
             segment_many(
@@ -155,6 +156,11 @@ def json_lines(documents: pl.DataFrame) -> pl.Series:
             for name in TEXT_FIELDS
         ),
     )
+
+
+def json_lines(documents: pl.DataFrame) -> pl.Series:
+    """One JSON object per document, as tantivy's ``add_json`` reads it, without null fields."""
+    text = field_texts(documents)
     names = text.select(
         pl.concat_str(["title", "brand", "aliases"], separator=" ", ignore_nulls=True)
         .replace("", None)

@@ -11,6 +11,11 @@ import numpy as np
 
 from aisle.errors import StoreError
 
+#: Screening (``predict_screened``): the first trees score every candidate, the full model
+#: the best ``SCREEN_KEEP`` of them. Scoring costs about 4.5 us per row through 300 trees,
+#: most of a millisecond for a pool of 200.
+SCREEN_TREES = 60
+SCREEN_KEEP = 60
 MODEL_FILE = "ranker.txt"
 MANIFEST_FILE = "ranker.json"
 
@@ -83,6 +88,25 @@ class SearchRanker:
         if self.booster is None:
             raise StoreError("the search ranker is not trained")
         return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
+
+    def predict_screened(
+        self, features: np.ndarray, *, trees: int = SCREEN_TREES, keep: int = SCREEN_KEEP
+    ) -> np.ndarray:
+        """``predict`` where it decides the order: the first ``trees`` trees score every row,
+        the full model only the ``keep`` best of them; the others keep their screening order,
+        below every fully scored row. The kept rows' scores are exactly ``predict``'s."""
+        if self.booster is None:
+            raise StoreError("the search ranker is not trained")
+        total = self.booster.num_trees()
+        if len(features) <= keep or total <= trees:
+            return self.predict(features)
+        first = np.asarray(self.booster.predict(features, num_iteration=trees, num_threads=1))
+        top = np.argpartition(-first, keep - 1)[:keep]
+        rest = self.booster.predict(features[top], start_iteration=trees, num_threads=1)
+        full = first[top] + np.asarray(rest)
+        out = first - (first.max() - full.min()) - 1.0  # every screened-out row below the kept
+        out[top] = full
+        return np.asarray(out, dtype=np.float64)
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Per row, each feature's additive part of the score (SHAP values), then the bias."""

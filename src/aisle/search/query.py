@@ -26,7 +26,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from aisle.catalog.categories import CategoryModel, _fit, category_labels
 from aisle.search.documents import conform
 from aisle.search.intents import Span, parse_intents
-from aisle.search.spelling import SpellingCorrector, document_texts
+from aisle.search.spelling import SpellingCorrector
 from aisle.search.synonyms import Synonyms, mine_synonyms
 from aisle.search.tokenize import segment, terms
 
@@ -306,7 +306,7 @@ class QueryUnderstanding:
         documents = conform(documents)
         clicks = None if clicks is None or clicks.height == 0 else clicks.drop_nulls("query")
         self.corrector_ = SpellingCorrector.from_texts(
-            document_texts(documents), clicks, min_query_users=self.min_query_users
+            documents, clicks, min_query_users=self.min_query_users
         )
         mined = None
         self.categories_ = None

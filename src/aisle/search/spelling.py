@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import polars as pl
 from symspellpy import SymSpell, Verbosity
 
@@ -41,6 +42,11 @@ ENGLISH_WORDS: Final = "frequency_dictionary_en_82_765.txt"
 TEXT_FIELDS: Final = ("title", "brand", "category", "aliases", "description")
 #: Word pairs kept for splitting and joining words: the most common, to bound the artifact.
 MAX_PAIRS: Final = 200_000
+#: Catalog texts cut into words at a time: the words of a million descriptions at once took
+#: over 20 GB; counts are kept per word id and per pair of ids between chunks. On 200k
+#: recombined products 10,000 at a time peaked at 0.34 GB over the documents, 50,000 at
+#: 1.2 GB, in the same time.
+CHUNK: Final = 10_000
 
 _WORD: Final = re.compile(r"[a-z]+")
 #: Letters glued to a number or a number glued to letters: "warfare3", "nba2k12", "360elite".
@@ -112,18 +118,18 @@ class SpellingCorrector:
     @classmethod
     def from_texts(
         cls,
-        catalog_texts: Sequence[str],
+        catalog_texts: Sequence[str] | pl.Series | pl.DataFrame,
         queries: pl.DataFrame | None = None,
         **params: int,
     ) -> SpellingCorrector:
-        """Learn from catalog texts (titles, descriptions, brands) and past queries (a frame
-        with ``query`` and ``user_id``): catalog words count the texts they appear in, query
-        words the distinct users who typed them."""
+        """Learn from catalog texts (titles, descriptions, brands; or the search documents
+        themselves) and past queries (a frame with ``query`` and ``user_id``): catalog words
+        count the texts they appear in, query words the distinct users who typed them. Texts
+        are read ``CHUNK`` at a time."""
         corrector = cls(**params)
-        texts = pl.DataFrame({"text": list(catalog_texts)}, schema={"text": pl.String})
-        positions = _term_positions(texts.with_row_index("doc"), "text", "doc")
-        catalog = dict(positions.group_by("term").agg(pl.col("doc").n_unique()).iter_rows())
-        pairs = _pairs(positions)
+        if not isinstance(catalog_texts, pl.DataFrame):
+            catalog_texts = pl.Series("text", catalog_texts, dtype=pl.String)
+        catalog, pairs = catalog_counts(catalog_texts)
         users: dict[str, int] = {}
         if queries is not None and queries.height:
             typed = _term_positions(queries.select("query", "user_id"), "query", "user_id")
@@ -310,9 +316,76 @@ def common_english(top: int) -> frozenset[str]:
 
 def document_texts(documents: pl.DataFrame) -> list[str]:
     """One text per search document: its title, brand, category, aliases and description."""
+    return document_text_column(documents).to_list()
+
+
+def document_text_column(documents: pl.DataFrame) -> pl.Series:
+    """``document_texts`` as a column (no Python string per document)."""
     present = [c for c in TEXT_FIELDS if c in documents.columns]
     text = pl.concat_str([pl.col(c) for c in present], separator=" ", ignore_nulls=True)
-    return documents.select(text.fill_null("")).to_series().to_list()
+    return documents.select(text.fill_null("").alias("text")).to_series()
+
+
+def catalog_counts(texts: pl.Series | pl.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """Every word of the texts with the number of texts holding it, and the ``MAX_PAIRS``
+    most common pairs of letter words in a row ("dead island") with theirs, counted
+    ``CHUNK`` texts at a time: words get integer ids as they first appear, and a pair is the
+    two ids in one 64-bit key, so what is kept between chunks is numbers, not strings.
+    ``texts`` may be search documents, whose ``document_texts`` are then made a chunk at a
+    time too."""
+    words = pl.DataFrame(schema={"term": pl.String, "id": pl.Int64, "letters": pl.Boolean})
+    texts_with = np.zeros(0, dtype=np.int64)  # by word id
+    pairs = pl.DataFrame(schema={"key": pl.Int64, "texts": pl.UInt32})
+    for start in range(0, len(texts), CHUNK):
+        part = texts.slice(start, CHUNK)
+        column = document_text_column(part) if isinstance(part, pl.DataFrame) else part
+        chunk = pl.DataFrame({"text": column}).with_row_index("doc")
+        positions = _term_positions(chunk, "text", "doc")
+        fresh = positions.select("term").unique().join(words, on="term", how="anti")
+        fresh = fresh.sort("term").with_columns(
+            pl.int_range(words.height, words.height + fresh.height, dtype=pl.Int64).alias("id"),
+            pl.col("term").str.contains(r"^[a-z]+$").alias("letters"),
+        )
+        words = pl.concat([words, fresh])
+        ids = positions.join(words, on="term").select("doc", "pos", "id", "letters")
+        held = ids.unique(["doc", "id"]).group_by("id").len()
+        texts_with = np.concatenate([texts_with, np.zeros(fresh.height, np.int64)])
+        np.add.at(texts_with, held["id"].to_numpy(), held["len"].to_numpy().astype(np.int64))
+        letters = ids.filter(pl.col("letters"))
+        nexts = letters.select("doc", (pl.col("pos") - 1).alias("pos"), pl.col("id").alias("next"))
+        counted = (
+            letters.join(nexts, on=["doc", "pos"])
+            .select("doc", (pl.col("id") * (1 << 32) + pl.col("next")).alias("key"))
+            .unique()
+            .group_by("key")
+            .agg(pl.len().alias("texts"))
+        )
+        pairs = pl.concat([pairs, counted]).group_by("key").agg(pl.col("texts").sum())
+    counts = texts_with[words["id"].to_numpy()].tolist()
+    catalog = dict(zip(words["term"].to_list(), counts, strict=True))
+    return catalog, _top_pairs(pairs, words)
+
+
+def _top_pairs(pairs: pl.DataFrame, words: pl.DataFrame) -> dict[str, int]:
+    """The ``MAX_PAIRS`` most common pairs as "first second" -> texts (ties by the pair)."""
+    if pairs.height > MAX_PAIRS:  # only pairs that can make the cut are spelt out
+        least = np.partition(pairs["texts"].to_numpy(), pairs.height - MAX_PAIRS)
+        pairs = pairs.filter(pl.col("texts") >= int(least[pairs.height - MAX_PAIRS]))
+    names = words.select("id", "term")
+    spelt = (
+        pairs.with_columns(
+            (pl.col("key") // (1 << 32)).alias("id"), (pl.col("key") % (1 << 32)).alias("next")
+        )
+        .join(names, on="id")
+        .join(names.rename({"id": "next", "term": "after"}), on="next")
+        .select(
+            pl.concat_str(["term", "after"], separator=" ").alias("pair"),
+            pl.col("texts").cast(pl.Int64),
+        )
+        .sort(["texts", "pair"], descending=[True, False])
+        .head(MAX_PAIRS)
+    )
+    return dict(spelt.iter_rows())
 
 
 def click_misspellings(clicks: pl.DataFrame, documents: pl.DataFrame) -> pl.DataFrame:
@@ -425,24 +498,8 @@ def _term_positions(frame: pl.DataFrame, text: str, *owners: str) -> pl.DataFram
     )
 
 
-def _pairs(positions: pl.DataFrame) -> dict[str, int]:
-    """Two words of letters in a row ("dead island") and the number of texts that have them,
-    the ``MAX_PAIRS`` most common."""
-    letters = positions.filter(pl.col("term").str.contains(r"^[a-z]+$"))
-    nexts = letters.select("doc", (pl.col("pos") - 1).alias("pos"), pl.col("term").alias("next"))
-    counted = (
-        letters.join(nexts, on=["doc", "pos"])
-        .group_by(pl.concat_str(["term", "next"], separator=" ").alias("pair"))
-        .agg(pl.col("doc").n_unique().alias("texts"))
-        .sort(["texts", "pair"], descending=[True, False])
-        .head(MAX_PAIRS)
-    )
-    return dict(counted.iter_rows())
-
-
 def _texts_frame(documents: pl.DataFrame) -> pl.DataFrame:
-    texts = pl.DataFrame({"text": document_texts(documents)}, schema={"text": pl.String})
-    return texts.with_row_index("doc")
+    return document_text_column(documents).to_frame().with_row_index("doc")
 
 
 def _title_keys(documents: pl.DataFrame) -> pl.DataFrame:

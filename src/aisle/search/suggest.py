@@ -24,7 +24,7 @@ import polars as pl
 
 from aisle.privacy.pii import scrub
 from aisle.search.documents import conform
-from aisle.search.spelling import SpellingCorrector, document_texts
+from aisle.search.spelling import SpellingCorrector
 from aisle.search.synonyms import MACHINE_QUERY
 from aisle.search.tokenize import segment, terms
 
@@ -113,7 +113,7 @@ class Suggester:
             .with_columns(pl.lit("title").alias("source"))
         )
         if corrector is None:
-            corrector = SpellingCorrector.from_texts(document_texts(documents), queries)
+            corrector = SpellingCorrector.from_texts(documents, queries)
         self.corrector_ = corrector
         frames = [titles]
         if queries is not None and queries.height:

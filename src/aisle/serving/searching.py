@@ -7,7 +7,6 @@ history and recent behaviour) and the recommender's scores of the candidates.
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -74,8 +73,7 @@ def search_page(
         items = history(served, pseudonym, recent) if served is not None else recent
         if items:
             extra["affinity"] = affinity_from_items(service, items)
-            if _takes(engine.search, "personal_scores"):
-                extra["personal_scores"] = _personal_scores(service, model, pseudonym, items)
+            extra["personal_scores"] = _personal_scores(service, model, pseudonym, items)
     result = engine.search(
         query, limit=per_page, offset=(page - 1) * per_page, filters=filters or None, sort=sort,
         facets=[f.strip() for f in facets.split(",") if f.strip()], price_min=price_min,
@@ -99,7 +97,3 @@ def search_page(
         "variant": None if variant is None else {"experiment": variant.experiment,
                                                  "name": variant.variant},
     }  # fmt: skip
-
-
-def _takes(function: Any, name: str) -> bool:
-    return name in inspect.signature(function).parameters
