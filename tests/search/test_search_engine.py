@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from aisle.search import engine as engine_module
 from aisle.search.clicks import ClickHistory
 from aisle.search.dense import DenseIndex
 from aisle.search.documents import conform
@@ -235,3 +236,26 @@ def test_the_dense_graph_pool_follows_added_and_removed_products(documents: pl.D
     assert ranked(engine, "wyvern") == ["p9"]  # the graph's new key maps to the new column
     engine.remove(["p9"])
     assert ranked(engine, "wyvern") == []
+
+
+def test_the_query_vector_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serving process sees endless distinct queries: the oldest vectors make room."""
+
+    class Counting:
+        calls = 0
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            Counting.calls += len(texts)
+            return np.ones((len(texts), 4), dtype=np.float32) / 2
+
+    monkeypatch.setattr(engine_module, "QUERY_VECTOR_CACHE", 3)
+    engine = object.__new__(engine_module.SearchEngine)
+    engine.encoder = Counting()  # type: ignore[assignment]
+    engine.vectors = np.zeros((1, 4), dtype=np.float32)
+    engine._query_vectors = {}
+    for text in ["a", "b", "c", "d", "a"]:
+        assert engine.query_vector(text) is not None
+    assert len(engine._query_vectors) == 3
+    assert Counting.calls == 5  # "a" had been pushed out by "d"
+    engine.query_vector("d")
+    assert Counting.calls == 5

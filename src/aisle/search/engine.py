@@ -59,6 +59,9 @@ MIN_COSINE = 0.35
 QUERY_THREADS = 1
 #: Queries whose understanding is kept, at most.
 UNDERSTOOD_CACHE = 10_000
+#: Query vectors kept, at most (about 1.5 KB each with MiniLM): a serving process sees an
+#: unbounded stream of distinct queries; the oldest go first.
+QUERY_VECTOR_CACHE = 50_000
 
 
 class Understood(Protocol):
@@ -216,10 +219,13 @@ class SearchEngine:
         """The query's unit vector (cached), or None without an encoder."""
         if self.encoder is None or self.vectors is None:
             return None
-        if text not in self._query_vectors:
+        found = self._query_vectors.get(text)
+        if found is None:
+            while len(self._query_vectors) >= QUERY_VECTOR_CACHE:
+                del self._query_vectors[next(iter(self._query_vectors))]
             with torch_threads(QUERY_THREADS):
-                self._query_vectors[text] = self.encoder.encode([text])[0]
-        return self._query_vectors[text]
+                found = self._query_vectors[text] = self.encoder.encode([text])[0]
+        return found
 
     def understand(self, query: str) -> Understood | None:
         """The query understood, where the engine has query understanding (cached)."""
