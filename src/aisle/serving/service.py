@@ -93,7 +93,7 @@ def parse_batch(body: bytes, content_type: str, source: str, key: str) -> RawBat
                          field=key)  # fmt: skip
     unfit = next((c for c in frame.columns if not c or '"' in c or not c.isprintable()), None)
     if unfit is not None:
-        # record ids hash every field by name in SQL, and Arrow refuses a NUL in a name
+        # a field name no shop sends on purpose, and Arrow refuses a NUL in one
         raise InputError(f"the field name {unfit!r} is empty or holds a quote or control "
                          "character", source=source, field=key)  # fmt: skip
     return RawBatch(frame, source, "", "json", malformed)
