@@ -57,6 +57,10 @@ class Assignment(NamedTuple):
     variant: str
     model: str
 
+    def to_json(self) -> dict[str, str]:
+        """How answers name the arm that made them."""
+        return {"experiment": self.experiment, "name": self.variant}
+
 
 @dataclass(frozen=True)
 class _Split:

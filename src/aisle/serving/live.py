@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -51,6 +51,11 @@ class Live:
     products: dict[str, tuple[str | None, float | None]] = field(default_factory=dict)
     #: Per model: (what it was computed for, engine columns of products the model never saw).
     cold_cache: dict[str, tuple[tuple[object, ...], np.ndarray]] = field(default_factory=dict)
+
+    def listed(self, item_id: str, score: float) -> dict[str, Any]:
+        """A product as answers list it: id, title, price and its score."""
+        title, price = self.products.get(item_id, (None, None))
+        return {"item_id": item_id, "title": title, "price": price, "score": score}
 
     def versions(self) -> dict[str, int]:
         """Model name -> version in service."""

@@ -169,13 +169,10 @@ async def suggest(
 
 # -- recommendations ---------------------------------------------------------------------------
 def _items(service: Service, answer: Answer, pseudonym: str | None, explain: bool) -> list[Any]:
-    products = service.live.products
     served = service.live.models.get(answer.model)
     rows: list[dict[str, Any]] = []
     for found in answer.items:
-        title, price = products.get(found.item_id, (None, None))
-        row: dict[str, Any] = {"item_id": found.item_id, "title": title, "price": price,
-                               "score": found.score}  # fmt: skip
+        row = service.live.listed(found.item_id, found.score)
         if explain:
             row["because"] = _because(served, answer, found.item_id, pseudonym)
         rows.append(row)
@@ -216,8 +213,7 @@ async def recommendations(
                                  [r.item_id for r in answer.items])  # fmt: skip
     return _json({
         "model": answer.model, "version": answer.version, "source": answer.source,
-        "variant": None if variant is None else {"experiment": variant.experiment,
-                                                 "name": variant.variant},
+        "variant": None if variant is None else variant.to_json(),
         "items": _items(service, answer, pseudonym, explain),
     })  # fmt: skip
 

@@ -79,12 +79,9 @@ def search_page(
         facets=[f.strip() for f in facets.split(",") if f.strip()], price_min=price_min,
         price_max=price_max, explain=explain, **extra,
     )  # fmt: skip
-    products = service.live.products
     hits = []
     for hit in result.hits:
-        title, price = products.get(hit.item_id, (None, None))
-        row: dict[str, Any] = {"item_id": hit.item_id, "title": title, "price": price,
-                               "score": hit.score}  # fmt: skip
+        row = service.live.listed(hit.item_id, hit.score)
         if explain:
             row["why"] = hit.why
         hits.append(row)
@@ -94,6 +91,5 @@ def search_page(
         "query": result.query, "searched": result.searched, "total": result.total,
         "page": page, "per_page": per_page, "hits": hits, "facets": result.facets,
         "notes": result.notes, "relaxed": result.relaxed, "personalised": bool(extra),
-        "variant": None if variant is None else {"experiment": variant.experiment,
-                                                 "name": variant.variant},
+        "variant": None if variant is None else variant.to_json(),
     }  # fmt: skip
