@@ -192,6 +192,18 @@ def test_category_model_alone(tmp_path: Path) -> None:
     assert QueryCategoryModel.load(tmp_path / "categories").predict("halo") == model.predict("halo")
 
 
+def test_category_model_does_not_depend_on_the_clicks_order() -> None:
+    queries = [t for titles in GENRES.values() for t in titles] * 3
+    labels = [g for g, titles in GENRES.items() for _ in titles] * 3
+    order = np.random.default_rng(7).permutation(len(queries))
+    model = QueryCategoryModel(features=("char",)).fit(queries, labels)
+    shuffled = QueryCategoryModel(features=("char",)).fit(
+        [queries[i] for i in order], [labels[i] for i in order]
+    )
+    for query in ("fifa 12", "halo", "forza motorsport", "unknown words"):
+        assert shuffled.predict(query) == model.predict(query)
+
+
 def test_evaluation_reports_accuracy_against_the_majority_class() -> None:
     clicks = shop_clicks()
     report = evaluate_query_categories(shop_documents(), pl.concat([clicks, clicks]))

@@ -74,7 +74,7 @@ class _Lookup:
             pl.col("item_id").replace_strict(index, default=-1, return_dtype=pl.Int64).alias("col")
         ).filter(pl.col("col") >= 0)
         grouped = (
-            ordered.sort(["key", "weight"], descending=[False, True])
+            ordered.sort(["key", "weight", "col"], descending=[False, True, False])
             .group_by("key", maintain_order=True)
             .agg(pl.col("col"), pl.col("weight"))
         )

@@ -129,7 +129,9 @@ class QueryCategoryModel:
             .filter(pl.col("text") != "")
             .group_by("text", "label")
             .len()
-            .sort(["len", "label"], descending=[True, False])
+            # (text last: group_by's row order varies between runs, and the classifier's
+            # folds follow row order)
+            .sort(["len", "label", "text"], descending=[True, False, False])
             .unique("text", keep="first", maintain_order=True)
             .select(pl.col("text").alias("item_id"), "text", "label")
         )
