@@ -242,6 +242,8 @@ def child(port: int, inputs: Path, out: Path) -> None:
     import uvicorn
 
     from aisle.config import load_settings
+    from aisle.search.index import QUERIES_DIR, current_version
+    from aisle.search.past_queries import load_query_vectors
     from aisle.serving.app import create_app
     from aisle.serving.service import Service
 
@@ -254,8 +256,11 @@ def child(port: int, inputs: Path, out: Path) -> None:
     layers["events"] = ingest_layers(
         service, given["batch"].encode(), [b.encode() for b in given["singles"]]
     )
-    if service.live.engine is not None:  # the HTTP run starts as cold as the main run
+    if service.live.engine is not None:  # the HTTP run starts as the main run's server does
         service.live.engine.clear_caches()
+        load_query_vectors(
+            service.live.engine, current_version(service.settings.home) / QUERIES_DIR
+        )
     (out / "layers.json").write_text(json.dumps(layers))
     state: dict[str, Any] = {"profiler": None, "written": 0}
 

@@ -20,6 +20,7 @@ from aisle.catalog.embeddings import (
     load_vectors,
     product_text,
 )
+from aisle.catalog.single_text import SingleText
 from aisle.config import Settings
 from aisle.domain import PRODUCT_SCHEMA
 from aisle.errors import AisleError, NotFoundError, StoreError
@@ -83,6 +84,18 @@ def test_encoders_return_unit_float32_rows(name: str, static_home: Path) -> None
     assert unit_rows(vectors)
     assert model.encode([]).shape == (0, model.dimensions)
     assert encoder(name, static_home) is model  # loaded once per process
+
+
+def test_one_text_at_a_time_is_encoded_as_in_a_batch(static_home: Path) -> None:
+    """A single text (a search query) takes the traced fast path, to the same vector."""
+    model = encoder("minilm", static_home)
+    texts = ["halo", "Gears of War 3 - Xbox 360", "", "wireless " * 200, "红色 连衣裙 夏季"]
+    batch = model.encode(texts)
+    single = np.vstack([model.encode([text]) for text in texts])
+    assert isinstance(model._single, SingleText)  # type: ignore[attr-defined]
+    assert single.dtype == np.float32 and unit_rows(single)
+    assert np.allclose(single, batch, atol=1e-5)
+    assert SingleText.of([object(), object()]) is None  # not a BERT with mean pooling
 
 
 @pytest.mark.parametrize("name", ["minilm", "static"])

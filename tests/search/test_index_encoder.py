@@ -65,6 +65,11 @@ def test_load_engine_encodes_queries_with_the_model_that_made_the_vectors(
     again = engine.encoder.encode(texts["text"].to_list())
     rows = [engine.position[i] for i in texts["item_id"].to_list()]
     assert np.allclose(engine.vectors[rows], again, atol=1e-4)
+    # past queries' vectors came with the index, made by the same encoder
+    manifest = json.loads((Path(built["out"]["path"]) / "manifest.json").read_text())
+    assert manifest["past_query_vectors"] == len(engine.query_vectors) > 50
+    asked = next(iter(engine.query_vectors))
+    assert np.allclose(engine.query_vectors[asked], engine.encoder.encode([asked])[0], atol=1e-4)
     found = engine.search("gears of war 3", limit=3)
     assert (
         found.hits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -110,9 +111,8 @@ def _clicks() -> pl.DataFrame:
     return pl.DataFrame(rows, schema=["query", "item_id", "user_id", "timestamp"], orient="row")
 
 
-def test_the_ranker_learns_what_shoppers_click(
-    documents: pl.DataFrame, lexical: LexicalIndex, tmp_path: Path
-) -> None:
+def _learnt(documents: pl.DataFrame, lexical: LexicalIndex) -> tuple[SearchEngine, np.ndarray]:
+    """An engine whose ranker learnt from ``_clicks``, and the ranker's training rows."""
     clicks = _clicks()
     items = documents["item_id"].to_list()
     history = ClickHistory().fit(clicks[:90]).index(items)
@@ -123,6 +123,15 @@ def test_the_ranker_learns_what_shoppers_click(
     engine = SearchEngine(
         documents, lexical, clicks=ClickHistory().fit(clicks).index(items), ranker=ranker
     )
+    return engine, rows
+
+
+def test_the_ranker_learns_what_shoppers_click(
+    documents: pl.DataFrame, lexical: LexicalIndex, tmp_path: Path
+) -> None:
+    engine, rows = _learnt(documents, lexical)
+    ranker = engine.ranker
+    assert ranker is not None
     assert ranked(engine, "gears")[0] == "p5"  # plain BM25 prefers the shorter title, p4
     assert ranked(SearchEngine(documents, lexical), "gears")[0] == "p4"
 
@@ -131,6 +140,16 @@ def test_the_ranker_learns_what_shoppers_click(
     assert np.array_equal(again.predict(rows[:20]), ranker.predict(rows[:20]))
     result = engine.search("gears", explain=True)
     assert result.hits[0].why  # the features that lifted it, with their part of the score
+
+
+def test_the_ranker_says_which_features_it_reads() -> None:
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random(400), np.zeros(400)])  # the second never varies
+    labels = (rows[:, 0] > 0.5).astype(np.float32)
+    ranker = SearchRanker(("useful", "constant"), trees=5, min_rows=5)
+    ranker.fit(rows, labels, np.full(40, 10))
+    assert ranker.reads(("useful",)) and ranker.reads(("constant", "useful"))
+    assert not ranker.reads(("constant",)) and not ranker.reads(("absent",))
 
 
 def test_a_dense_index_used_first_does_not_break_the_ranker() -> None:
@@ -217,6 +236,42 @@ def test_a_recommenders_scores_lift_its_favourites(
     assert both.total == plain.total
 
 
+def test_a_repeated_query_is_ranked_once_until_the_catalog_changes(
+    documents: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, _ = _learnt(documents, LexicalIndex.create(documents, tmp_path / "lexical"))
+    retrieved: list[str] = []
+    retrieve = engine.candidates
+
+    def counted(query: str, searched: str, expansions: Sequence[str] = ()) -> np.ndarray:
+        retrieved.append(query)
+        return retrieve(query, searched, expansions)
+
+    monkeypatch.setattr(engine, "candidates", counted)
+    first = engine.search("gears of war")
+    assert engine.search("gears of war") == first and retrieved == ["gears of war"]
+    # another day's search is ranked again (days since release move with it)
+    at = datetime(2030, 1, 1, 9, tzinfo=UTC)
+    engine.rank("gears of war", at=at)
+    assert len(retrieved) == 2
+    # a customer's search reuses the candidates; their rows are what their features make
+    liked = {"category": {"home": 1.0}, "brand": {}}
+    columns, scores, rows = engine.rank("gears of war", affinity=liked, at=at)
+    assert len(retrieved) == 2
+    same = engine.feature_rows("gears of war", columns, liked, at)
+    assert np.array_equal(rows, same, equal_nan=True)
+    assert engine.ranker is not None
+    assert np.allclose(np.sort(scores), np.sort(engine.ranker.predict_screened(rows)))
+    engine.upsert(pl.DataFrame({"item_id": ["p9"], "title": ["Gears of War 3 Epic Edition"]}))
+    assert "p9" in ranked(engine, "gears of war") and len(retrieved) == 3
+    engine.remove(["p9"])
+    assert "p9" not in ranked(engine, "gears of war") and len(retrieved) == 4
+    monkeypatch.setattr(engine_module, "RANKED_CACHE", 2)
+    for query in ("red", "blue", "tea"):
+        engine.rank(query)
+    assert len(engine._ranked) == 2
+
+
 def test_the_dense_graph_pool_follows_added_and_removed_products(documents: pl.DataFrame) -> None:
     class Encoder:
         name, dimensions, source = "toy", 3, "toy"
@@ -252,10 +307,10 @@ def test_the_query_vector_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -
     engine = object.__new__(engine_module.SearchEngine)
     engine.encoder = Counting()  # type: ignore[assignment]
     engine.vectors = np.zeros((1, 4), dtype=np.float32)
-    engine._query_vectors = {}
+    engine.query_vectors = {}
     for text in ["a", "b", "c", "d", "a"]:
         assert engine.query_vector(text) is not None
-    assert len(engine._query_vectors) == 3
+    assert len(engine.query_vectors) == 3
     assert Counting.calls == 5  # "a" had been pushed out by "d"
     engine.query_vector("d")
     assert Counting.calls == 5

@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import polars as pl
 
+from aisle.catalog.single_text import SingleText
 from aisle.errors import AisleError, NotFoundError, StoreError
 
 #: The encoders one can ask for by name.
@@ -152,6 +153,7 @@ class MiniLMEncoder:
         self.dimensions: int = int(config["hidden_size"])
         self.source = f"{_MINILM_SOURCE} ({self.path.parent.name})"
         self._model: Any = None
+        self._single: SingleText | bool | None = False  # False: not made yet
         self._lock = threading.Lock()
 
     def _loaded(self) -> Any:
@@ -173,6 +175,13 @@ class MiniLMEncoder:
         if not texts:
             return np.empty((0, self.dimensions), dtype=np.float32)
         model = self._loaded()
+        if len(texts) == 1:
+            with self._lock:
+                if self._single is False:
+                    with _quiet():
+                        self._single = SingleText.of(model)
+            if isinstance(self._single, SingleText):
+                return self._single.encode(texts[0])[None, :]
         vectors = model.encode(
             list(texts),
             batch_size=min(len(texts), _MINILM_BATCH_LIMIT),

@@ -27,10 +27,11 @@ from aisle.catalog.embeddings import (
 from aisle.config import Settings
 from aisle.search.clicks import ClickHistory
 from aisle.search.documents import conform, search_documents
-from aisle.search.engine import SearchEngine, Understanding
+from aisle.search.engine import SearchEngine
 from aisle.search.features import RISING
 from aisle.search.lexical import LexicalIndex
 from aisle.search.ltr import SearchRanker
+from aisle.search.results import Understanding
 from aisle.search.training import click_groups, judgement_groups
 from aisle.storage import Store
 

@@ -17,9 +17,7 @@ each saved 0.3 ms at 100k products but cost 0.01-0.03 MAP@5 on Best Buy clicks.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import UTC, date, datetime
 
 import numpy as np
 import polars as pl
@@ -29,10 +27,18 @@ from aisle.errors import SearchError
 from aisle.search.clicks import ClickIndex
 from aisle.search.dense import DenseIndex
 from aisle.search.documents import conform
-from aisle.search.features import Catalog, QueryEvidence, feature_names, features
+from aisle.search.features import (
+    PERSONAL_FEATURES,
+    Catalog,
+    QueryEvidence,
+    affinity_features,
+    feature_names,
+    features,
+)
 from aisle.search.lexical import LexicalIndex, QueryTokens, fuzzy_term
 from aisle.search.lexical_fields import SORTS, TEXT_FIELDS, field_texts
 from aisle.search.ltr import SearchRanker
+from aisle.search.results import Hit, SearchResult, Understanding, Understood
 from aisle.search.taste import PERSONAL_WEIGHT, RECOMMEND_WEIGHT, personalised, standing
 from aisle.search.term_statistics import TermStatistics
 from aisle.threads import torch_threads
@@ -62,50 +68,9 @@ UNDERSTOOD_CACHE = 10_000
 #: Query vectors kept, at most (about 1.5 KB each with MiniLM): a serving process sees an
 #: unbounded stream of distinct queries; the oldest go first.
 QUERY_VECTOR_CACHE = 50_000
-
-
-class Understood(Protocol):
-    """What query understanding hands the engine (``aisle.search.query.ParsedQuery``)."""
-
-    @property
-    def text(self) -> str: ...
-    @property
-    def price_min(self) -> float | None: ...
-    @property
-    def price_max(self) -> float | None: ...
-    @property
-    def categories(self) -> Sequence[tuple[str, float]]: ...
-    @property
-    def expansions(self) -> Sequence[str]: ...
-    def explain(self) -> list[str]: ...
-
-
-class Understanding(Protocol):
-    """Query understanding (``aisle.search.query.QueryUnderstanding``)."""
-
-    def understand(self, text: str) -> Understood: ...
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One ranked product, with the reasons where asked."""
-
-    item_id: str
-    score: float
-    why: list[str] | None = None
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """A page of ranked products, the matches in all, facets, and what the engine did."""
-
-    query: str
-    searched: str
-    hits: list[Hit]
-    total: int
-    facets: dict[str, dict[str, int]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    relaxed: list[str] = field(default_factory=list)
+#: Queries whose candidates, feature rows and scores are kept (per day asked), at most: most
+#: searches repeat a recent query (about 30 KB each for a pool of 200 candidates).
+RANKED_CACHE = 4_096
 
 
 class SearchEngine:
@@ -143,10 +108,12 @@ class SearchEngine:
         self.ranker = ranker
         #: Weights of the customer's affinity and of a recommender's scores (``personalised``).
         self.personal_weights = (PERSONAL_WEIGHT, RECOMMEND_WEIGHT)
-        self._query_vectors: dict[str, np.ndarray] = {}
+        #: Query vectors by the text searched (oldest first; ``past_queries`` fills it at load).
+        self.query_vectors: dict[str, np.ndarray] = {}
         self._understood: dict[str, Understood] = {}
         self._fuzzy_hits: dict[str, dict[int, float]] = {}
         self._tokens: dict[str, QueryTokens] = {}
+        self._ranked: dict[tuple[str, date], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         #: The dense index whose keys ``_dense_columns`` maps, and the map (key -> column).
         self._key_columns: tuple[DenseIndex, np.ndarray] | None = None
 
@@ -184,7 +151,7 @@ class SearchEngine:
                 self.dense.upsert(texts["item_id"].to_list(), encoded)
                 self._key_columns = None  # new keys: the map is made again when next asked
         self.lexical.upsert(fresh)
-        self.clear_caches()
+        self.clear_caches(queries=False)
 
     def remove(self, item_ids: Sequence[str]) -> int:
         """Take products out of search at once; returns how many were there."""
@@ -195,7 +162,7 @@ class SearchEngine:
         self.lexical.delete(list(item_ids))
         if self.dense is not None:
             self.dense.remove(list(item_ids))
-        self.clear_caches()
+        self.clear_caches(queries=False)
         return gone
 
     # -- query side -------------------------------------------------------------------------
@@ -208,23 +175,23 @@ class SearchEngine:
             parsed = self.understand(text)
             if parsed is not None and parsed.text.strip():
                 wanted.add(parsed.text)
-        fresh = sorted(t for t in wanted if t not in self._query_vectors)
+        fresh = sorted(t for t in wanted if t not in self.query_vectors)
         with torch_threads(QUERY_THREADS):
             for start in range(0, len(fresh), 256):
                 chunk = fresh[start : start + 256]
                 for text, vector in zip(chunk, self.encoder.encode(chunk), strict=True):
-                    self._query_vectors[text] = vector
+                    self.query_vectors[text] = vector
 
     def query_vector(self, text: str) -> np.ndarray | None:
         """The query's unit vector (cached), or None without an encoder."""
         if self.encoder is None or self.vectors is None:
             return None
-        found = self._query_vectors.get(text)
+        found = self.query_vectors.get(text)
         if found is None:
-            while len(self._query_vectors) >= QUERY_VECTOR_CACHE:
-                del self._query_vectors[next(iter(self._query_vectors))]
+            while len(self.query_vectors) >= QUERY_VECTOR_CACHE:
+                del self.query_vectors[next(iter(self.query_vectors))]
             with torch_threads(QUERY_THREADS):
-                found = self._query_vectors[text] = self.encoder.encode([text])[0]
+                found = self.query_vectors[text] = self.encoder.encode([text])[0]
         return found
 
     def understand(self, query: str) -> Understood | None:
@@ -249,11 +216,13 @@ class SearchEngine:
         scores = hits.scores.tolist()  # Python floats at once, not one numpy scalar at a time
         return {position[i]: s for i, s in zip(hits.item_ids, scores, strict=True) if i in position}
 
-    def clear_caches(self) -> None:
-        """Forget cached query vectors, understandings, tokens and fuzzy hits (after the catalog
-        or the index changed, or to time queries cold)."""
-        self._query_vectors.clear()
-        self._understood.clear()
+    def clear_caches(self, *, queries: bool = True) -> None:
+        """Forget ranked queries, tokens and fuzzy hits (after the catalog changed) and, with
+        ``queries``, query vectors and understandings too (to time queries cold)."""
+        if queries:
+            self.query_vectors.clear()
+            self._understood.clear()
+        self._ranked.clear()
         self._fuzzy_hits.clear()
         self._tokens.clear()
 
@@ -415,6 +384,38 @@ class SearchEngine:
         otherwise retrieval makes the pool. A customer's ``affinity`` (``customer_affinity``)
         and ``personal_scores`` (a recommender's scores for them, by item_id) lift the
         products they are likelier to want (``personalised``)."""
+        at = at or datetime.now(UTC)
+        key = (query, at.date()) if pool is None else None
+        ranked = self._ranked.get(key) if key is not None else None
+        if ranked is None:
+            ranked = self._ranked_anew(query, pool, at)
+            if key is not None:
+                while len(self._ranked) >= RANKED_CACHE:
+                    del self._ranked[next(iter(self._ranked))]
+                self._ranked[key] = ranked
+        columns, scores, rows = ranked
+        if affinity or personal_scores:
+            names = self.feature_names
+            if affinity:  # the customer's columns filled in, the ranker asked again
+                rows = rows.copy()
+                category, brand = affinity_features(self.catalog, columns, affinity)
+                rows[:, names.index("category_affinity")] = category
+                rows[:, names.index("brand_affinity")] = brand
+                if self.ranker is not None and self.ranker.reads(PERSONAL_FEATURES):
+                    scores = self.ranker.predict_screened(rows)
+            liked = rows[:, names.index("category_affinity")]
+            liked = liked + rows[:, names.index("brand_affinity")]
+            ids = self.catalog.item_ids
+            recommended = standing(personal_scores or {}, [ids[c] for c in columns.tolist()])
+            scores = personalised(scores, liked, recommended, self.personal_weights)
+        order = np.lexsort((columns, -scores))  # ties: by catalog order, deterministic
+        return columns[order], scores[order], rows[order]
+
+    def _ranked_anew(
+        self, query: str, pool: Sequence[str] | None, at: datetime
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates (of ``pool``, or retrieved), their feature rows without a customer and
+        their scores: what ``rank`` keeps per query and day."""
         parsed = self.understand(query)
         searched = parsed.text if parsed is not None and parsed.text.strip() else query
         expansions = list(parsed.expansions) if parsed is not None else []
@@ -426,21 +427,11 @@ class SearchEngine:
         columns = columns[~self.removed[columns]]
         if not len(columns):
             return columns, np.zeros(0), np.zeros((0, len(self.feature_names)), np.float32)
-        evidence = self.evidence(query, parsed, columns, affinity, at)
+        evidence = self.evidence(query, parsed, columns, None, at)
         rows = features(self.catalog, columns, evidence, self.clicks, raw_query=query)
         if self.ranker is not None:
-            scores = self.ranker.predict_screened(rows)
-        else:
-            scores = _fused(evidence.bm25, evidence.dense)
-        if affinity or personal_scores:
-            names = self.feature_names
-            liked = rows[:, names.index("category_affinity")]
-            liked = liked + rows[:, names.index("brand_affinity")]
-            ids = self.catalog.item_ids
-            recommended = standing(personal_scores or {}, [ids[c] for c in columns.tolist()])
-            scores = personalised(scores, liked, recommended, self.personal_weights)
-        order = np.lexsort((columns, -scores))  # ties: by catalog order, deterministic
-        return columns[order], scores[order], rows[order]
+            return columns, self.ranker.predict_screened(rows), rows
+        return columns, _fused(evidence.bm25, evidence.dense), rows
 
     def search(
         self,

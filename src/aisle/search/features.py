@@ -148,12 +148,9 @@ def features(
         fits *= np.nan_to_num(price >= evidence.price_min, nan=0.0)
     if evidence.price_max is not None:
         fits *= np.nan_to_num(price <= evidence.price_max, nan=0.0)
-    liked = evidence.affinity or {}
     codes = catalog.category_codes[columns]
     category = _shares(dict(evidence.categories), catalog.category_index, codes)
-    personal_category = _shares(liked.get("category", {}), catalog.category_index, codes)
-    personal_brand = _shares(liked.get("brand", {}), catalog.brand_index,
-                             catalog.brand_codes[columns])  # fmt: skip
+    personal_category, personal_brand = affinity_features(catalog, columns, evidence.affinity)
     blocks = [
         evidence.field_scores,
         evidence.bm25[:, None],
@@ -178,6 +175,18 @@ def features(
             synonyms = np.maximum(synonyms, clicks.features(phrase, columns)[:, 0])
         blocks += [raw, understood[:, [0, 2]], synonyms[:, None]]
     return np.hstack([np.asarray(b, dtype=np.float32) for b in blocks])
+
+
+def affinity_features(
+    catalog: Catalog, columns: np.ndarray, affinity: Mapping[str, Mapping[str, float]] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A customer's affinity (``"category"``/``"brand"`` -> value -> share) to each candidate's
+    category and to its brand: the ``PERSONAL_FEATURES`` columns."""
+    liked = affinity or {}
+    category = _shares(liked.get("category", {}), catalog.category_index,
+                       catalog.category_codes[columns])  # fmt: skip
+    brand = _shares(liked.get("brand", {}), catalog.brand_index, catalog.brand_codes[columns])
+    return category, brand
 
 
 def _word_postings(words: list[list[str]]) -> tuple[dict[str, int], np.ndarray, np.ndarray]:

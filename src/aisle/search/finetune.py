@@ -480,6 +480,7 @@ class FineTunedEncoder(MiniLMEncoder):
             f"weights {self.manifest['weights_hash'][:16]} from {self.manifest.get('base')}"
         )
         self._model = None
+        self._single = False
         self._lock = threading.Lock()
 
     def hold(self, model: Any) -> None:
@@ -487,3 +488,4 @@ class FineTunedEncoder(MiniLMEncoder):
         with self._lock:
             model.max_seq_length = MAX_TOKENS
             self._model = model
+            self._single = False  # made again from this model when first asked

@@ -2,7 +2,8 @@
 
 ``home/search/vN/`` holds the documents (Parquet), their vectors (``vectors.npy`` with the
 model's name in the manifest), the tantivy index (``lexical/``), query understanding, the
-click history, the learnt ranker, the autocomplete index and ``manifest.json``; built with
+click history, the learnt ranker, the autocomplete index, the vectors of past queries
+(``queries/``) and ``manifest.json``; built with
 the fine-tuned encoder ("minilm-clicks": MiniLM fine-tuned on the store's clicks within a time
 budget), the model itself too (``encoder/``), which loading reads back. ``CURRENT``
 names the version in use and is replaced atomically, so a reader sees the old version or the
@@ -32,6 +33,7 @@ from aisle.search.dense import EXACT_BELOW, DenseIndex
 from aisle.search.engine import SearchEngine
 from aisle.search.lexical import LexicalIndex
 from aisle.search.ltr import SearchRanker
+from aisle.search.past_queries import load_query_vectors, past_queries, save_query_vectors
 from aisle.search.query import QueryUnderstanding
 from aisle.search.suggest import Suggester
 from aisle.search.term_statistics import TermStatistics
@@ -41,6 +43,8 @@ SEARCH_DIR: Final = "search"
 CURRENT: Final = "CURRENT"
 #: Where a version keeps its fine-tuned encoder.
 ENCODER_DIR: Final = "encoder"
+#: Where a version keeps the vectors of past queries (``past_queries``).
+QUERIES_DIR: Final = "queries"
 #: Encoders ``build_index`` takes besides the catalog's own embedding model.
 FINE_TUNED: Final = "minilm-clicks"
 
@@ -134,6 +138,8 @@ def build_index(
         parts.history.save(folder / "clicks")
     if engine.ranker is not None:
         engine.ranker.save(folder / "ranker")
+    asked = past_queries(engine, parts.clicks) if clicks else []
+    query_vectors = save_query_vectors(engine, asked, folder / QUERIES_DIR)
     queries = parts.clicks.select("query", "user_id") if clicks else None
     Suggester().fit(engine.documents, queries, corrector=corrector).save(folder / "suggest")
     kind = "fusion" if engine.ranker is None else "click-aware" if clicks else "text-only"
@@ -146,6 +152,7 @@ def build_index(
         "embedding_model": build.encoder,
         "encoder_path": ENCODER_DIR if tuned else None,
         "ranker_report": parts.report,
+        "past_query_vectors": query_vectors,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     pointer = root / f".{CURRENT}.{os.getpid()}"
@@ -185,11 +192,13 @@ def load_engine(home: Path) -> SearchEngine:
     terms = TermStatistics.load(folder / "terms") if (folder / "terms").exists() else None
     if terms is not None and terms.counted != documents.height:
         terms = None  # not these documents' (never written so): build them again
-    return SearchEngine(
+    engine = SearchEngine(
         documents, LexicalIndex.open(folder / "lexical"), vectors=vectors,
         encoder=text_encoder, understanding=understanding, clicks=clicks, ranker=ranker,
         dense=dense, terms=terms,
     )  # fmt: skip
+    load_query_vectors(engine, folder / QUERIES_DIR)
+    return engine
 
 
 def load_suggester(home: Path) -> Suggester:

@@ -45,6 +45,7 @@ class SearchRanker:
             "seed": seed,
         }
         self.booster: lgb.Booster | None = None
+        self._splits: tuple[lgb.Booster, np.ndarray] | None = None  # (of which booster, counts)
         self.report: dict[str, Any] = {}
 
     def fit(self, features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> SearchRanker:
@@ -82,6 +83,16 @@ class SearchRanker:
             "importance": dict(zip(self.names, map(float, gain), strict=True)),
         }
         return self
+
+    def reads(self, names: tuple[str, ...]) -> bool:
+        """Whether any tree splits on any of these features (if none does, their values
+        cannot change a score)."""
+        if self.booster is None:
+            raise StoreError("the search ranker is not trained")
+        if self._splits is None or self._splits[0] is not self.booster:
+            self._splits = (self.booster, self.booster.feature_importance(importance_type="split"))
+        splits = self._splits[1]
+        return any(splits[self.names.index(n)] > 0 for n in names if n in self.names)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """A score per row (higher ranks first)."""

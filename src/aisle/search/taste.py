@@ -45,6 +45,8 @@ def personalised(
     of the best ``CONTENDERS`` scores (those that contend for the first pages; a screening
     ranker's other scores sit far below), so that the weights mean the same under any ranker
     and any pool size."""
+    if not len(scores):
+        return scores
     if len(scores) > CONTENDERS:
         best = np.partition(scores, len(scores) - CONTENDERS)[-CONTENDERS:]
     else:

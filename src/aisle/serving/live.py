@@ -94,7 +94,7 @@ def load_search(home: Path) -> tuple[SearchEngine | None, Suggester | None, str 
         return None, None, None
     engine = load_engine(home)
     engine.query_vector("warm up")  # loads the query encoder now, not on the first search
-    engine.clear_caches()
+    engine.query_vectors.pop("warm up", None)  # (the past queries' vectors stay)
     return engine, load_suggester(home), folder.name
 
 
