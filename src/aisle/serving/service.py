@@ -4,11 +4,13 @@ Threads: requests that only read (search, recommendations) run on the event loop
 live bundle. Writes (events, products, erasure) run in worker threads and hold the store's
 lock, the one DuckDB connection being single-writer; what they change in memory (the search
 engine, the models' customers) is applied afterwards on the loop, so a read never sees half
-of it. Retraining fits outside the lock and swaps the bundle in one assignment.
+of it. Retraining fits outside the lock, in a thread niced below the requests', and swaps the
+bundle in one assignment.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -33,6 +35,7 @@ from aisle.privacy.rotation import pseudonymiser_for
 from aisle.serving.experiments import Assignment, Experiments, ExposureLog
 from aisle.serving.live import Live, load_live, load_models
 from aisle.serving.metrics import Gauge, Metrics
+from aisle.serving.priority import run_niced
 from aisle.serving.realtime import Activity
 from aisle.storage import Store
 
@@ -308,8 +311,9 @@ class Service:
             events_before = self.activity.events
             outcomes = []
             for name in names or sorted(self.live.models):
-                outcome = retrain(self.store_access, self.settings, name,
-                                  tolerance=self.settings.serve.gate_tolerance)  # fmt: skip
+                fit = functools.partial(retrain, self.store_access, self.settings, name,
+                                        tolerance=self.settings.serve.gate_tolerance)  # fmt: skip
+                outcome = run_niced(fit, name="aisle-retrain-fit")  # requests come first
                 self.metrics.count("retrains", model=name, promoted=str(outcome.promoted).lower())
                 outcomes.append(outcome)
             self._retrained_at_events = events_before
