@@ -8,8 +8,10 @@ history and recent behaviour) and the recommender's scores of the candidates.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from aisle.errors import NotFoundError
 from aisle.serving.recommend import history
@@ -33,16 +35,51 @@ def affinity_from_items(service: Service, items: Sequence[str]) -> dict[str, dic
     return affinity
 
 
-def _personal_scores(service: Service, model: str, pseudonym: str, items: Sequence[str]) -> Any:
+class ItemScores(Mapping[str, float]):
+    """A recommender's scores for one customer by item id, read only for the items asked: a
+    search looks up its candidates', not the whole catalog's. Items without a score (the
+    customer's own, or unknown to the model) are absent."""
+
+    def __init__(self, model: Any, scores: np.ndarray) -> None:
+        self.model = model
+        self.scores = scores
+
+    def __getitem__(self, item_id: str) -> float:
+        if not self.model.knows_item(item_id):
+            raise KeyError(item_id)
+        score = float(self.scores[self.model.item_column(item_id)])
+        if not np.isfinite(score):
+            raise KeyError(item_id)
+        return score
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.model.items[c] for c in np.flatnonzero(np.isfinite(self.scores)))
+
+    def __len__(self) -> int:
+        return int(np.isfinite(self.scores).sum())
+
+
+def _personal_scores(
+    service: Service, model: str, pseudonym: str, items: Sequence[str]
+) -> Mapping[str, float] | None:
+    """The production recommender's scores for the customer: from their items where the model
+    knows some, else from their training row; None where it knows neither."""
     served = service.live.models.get(model)
     if served is None:
         return None
-    known = [i for i in items if served.model.knows_item(i)]
-    try:
-        found = served.model.recommend(pseudonym, 500, history=known or None)
-    except NotFoundError:
+    recommender = served.model
+    columns = np.asarray([recommender.item_column(i) for i in items if recommender.knows_item(i)],
+                         dtype=np.int64)  # fmt: skip
+    if len(columns):
+        scores = np.asarray(recommender.score_history(columns), dtype=np.float64).copy()
+    elif recommender.knows(pseudonym):
+        row = recommender.user_row(pseudonym)
+        scores = np.asarray(recommender.score_users(np.asarray([row]))[0], dtype=np.float64).copy()
+        columns = recommender.seen(row)
+    else:
         return None
-    return {r.item_id: r.score for r in found}
+    scores[columns] = -np.inf  # their own items: no standing
+    return ItemScores(recommender, scores)
 
 
 def search_page(
