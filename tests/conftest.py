@@ -71,6 +71,27 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def best_buy_store(folder: Path, train_clicks: int) -> tuple[Path, Any]:
+    """A home under ``folder`` holding the Best Buy catalog and its first ``train_clicks``
+    clicks by time (imported through the CLI), and every click in that order (a polars frame
+    of the raw log); skips where the shared data is absent."""
+    import polars as pl
+
+    clicks = SHARED_DATA / "bestbuy-small-xbox" / "clicks.csv.gz"
+    products = SHARED_DATA / "bestbuy-small-xbox" / "products.jsonl.gz"
+    if not clicks.is_file():
+        pytest.skip(f"Best Buy data not found at {clicks.parent} (set AISLE_DATA)")
+    rows = pl.read_csv(clicks, infer_schema=False).with_row_index("_i").sort("click_time", "_i")
+    rows = rows.drop("_i")
+    rows.head(train_clicks).write_csv(folder / "train.csv")
+    home = folder / "home"
+    json_result(run_aisle(home, "ingest", "products", str(products), "-a", "bestbuy-products",
+                          "--json"))  # fmt: skip
+    json_result(run_aisle(home, "ingest", "events", str(folder / "train.csv"), "-a",
+                          "bestbuy-clicks", "--json"))  # fmt: skip
+    return home, rows
+
+
 def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -> Path:
     """Write a CSV (gzip when the name ends in .gz); None becomes an empty field."""
     opener = gzip.open if path.suffix == ".gz" else open

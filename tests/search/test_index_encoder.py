@@ -14,7 +14,7 @@ import pytest
 from aisle.catalog.embeddings import product_text
 from aisle.search.finetune import MANIFEST_FILE, FineTunedEncoder
 from aisle.search.index import ENCODER_DIR, FINE_TUNED, load_engine
-from tests.conftest import SHARED_DATA
+from tests.conftest import best_buy_store
 from tests.conftest import json_result as json_out
 from tests.conftest import run_aisle as aisle
 
@@ -25,17 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    clicks = SHARED_DATA / "bestbuy-small-xbox" / "clicks.csv.gz"
-    products = SHARED_DATA / "bestbuy-small-xbox" / "products.jsonl.gz"
-    if not clicks.is_file():
-        pytest.skip(f"Best Buy data not found at {clicks.parent} (set AISLE_DATA)")
-    folder = tmp_path_factory.mktemp("index-encoder")
-    rows = pl.read_csv(clicks, infer_schema=False).with_row_index("_i").sort("click_time", "_i")
-    rows.drop("_i").head(TRAIN_CLICKS).write_csv(folder / "train.csv")
-    home = folder / "home"
-    json_out(aisle(home, "ingest", "products", str(products), "-a", "bestbuy-products", "--json"))
-    json_out(aisle(home, "ingest", "events", str(folder / "train.csv"), "-a", "bestbuy-clicks",
-                   "--json"))  # fmt: skip
+    home, _ = best_buy_store(tmp_path_factory.mktemp("index-encoder"), TRAIN_CLICKS)
     out = json_out(aisle(home, "index", "build", "--encoder", FINE_TUNED, "--encoder-budget",
                          "8", "--json"))  # fmt: skip
     return {"home": home, "out": out}

@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pytest
 
 from aisle.storage import Store
-from tests.conftest import SHARED_DATA
+from tests.conftest import best_buy_store
 from tests.conftest import json_result as json_out
 from tests.conftest import run_aisle as aisle
 
@@ -24,19 +23,9 @@ pytestmark = pytest.mark.integration
 def shop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The Best Buy catalog and its first clicks by time in a store, indexed; the next
     clicks as a held-out file."""
-    clicks = SHARED_DATA / "bestbuy-small-xbox" / "clicks.csv.gz"
-    products = SHARED_DATA / "bestbuy-small-xbox" / "products.jsonl.gz"
-    if not clicks.is_file():
-        pytest.skip(f"Best Buy data not found at {clicks.parent} (set AISLE_DATA)")
     folder = tmp_path_factory.mktemp("search-cli")
-    rows = pl.read_csv(clicks, infer_schema=False).with_row_index("_i").sort("click_time", "_i")
-    rows = rows.drop("_i")
-    rows.head(TRAIN_CLICKS).write_csv(folder / "train.csv")
+    home, rows = best_buy_store(folder, TRAIN_CLICKS)
     rows.slice(TRAIN_CLICKS, TEST_CLICKS).write_csv(folder / "test.csv")
-    home = folder / "home"
-    json_out(aisle(home, "ingest", "products", str(products), "-a", "bestbuy-products", "--json"))
-    json_out(aisle(home, "ingest", "events", str(folder / "train.csv"), "-a", "bestbuy-clicks",
-                   "--json"))  # fmt: skip
     built = json_out(aisle(home, "index", "build", "--json"))
     return {"home": home, "folder": folder, "built": built, "users": rows["user"].to_list()}
 
