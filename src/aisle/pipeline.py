@@ -269,6 +269,23 @@ class Importer:
         accepted = assessed.filter(fate == Fate.ACCEPTED.value).with_columns(
             pl.lit(result.import_id).alias("import_id")
         )
+        result.records = pl.concat(
+            [
+                quarantine.select(
+                    "line",
+                    pl.lit(Fate.QUARANTINED.value).alias("fate"),
+                    pl.col("reasons").cast(pl.List(pl.String)),
+                    pl.col("detail").cast(pl.String),
+                ),
+                duplicates.select("line", pl.lit(Fate.DUPLICATE.value).alias("fate")),
+                accepted.select(
+                    pl.col("_line").alias("line"), pl.lit(Fate.ACCEPTED.value).alias("fate")
+                )
+                if "_line" in accepted.columns
+                else pl.DataFrame(),
+            ],
+            how="diagonal_relaxed",
+        )
         result.input = assessed.height + malformed.height
         result.accepted = accepted.height
         result.quarantined = quarantine.height
@@ -341,7 +358,8 @@ class Importer:
             raw=raw,
             malformed=self._malformed(raw, adapter.name),
         )
-        self.store.append("events", accepted.select([*EVENT_SCHEMA, "import_id"]))
+        result.kept = accepted.select([*EVENT_SCHEMA, "import_id"])
+        self.store.append("events", result.kept)
         self._profile(result, accepted.select(list(EVENT_SCHEMA)))
         return result
 

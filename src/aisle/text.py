@@ -23,5 +23,11 @@ def clean_series(values: pl.Series) -> pl.Series:
 
 def clean_text_columns(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
     """Normalise the listed string columns that the frame has."""
-    present = [c for c in columns if c in frame.columns and frame.schema[c] == pl.String]
+    present = [
+        c
+        for c in columns
+        if c in frame.columns
+        and frame.schema[c] == pl.String
+        and frame[c].null_count() < frame.height  # an empty column has nothing to clean
+    ]
     return frame.with_columns(clean_series(frame[c]) for c in present)

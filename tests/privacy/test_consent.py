@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 from typer.testing import CliRunner
 
 from aisle.cli.main import app
 from aisle.config import Settings
 from aisle.pipeline import ingest
 from aisle.privacy.pseudonymise import Pseudonymiser
+from aisle.privacy.subjects import listed_among, subject_hash
 from aisle.storage import Store
 from tests.conftest import TEST_SECRET
 
@@ -48,3 +50,13 @@ def test_withdrawal_applies_now_and_to_later_imports(settings: Settings, uci_fil
     assert _consent(settings.home, pseudonym) == {(False, True)}
     other = Pseudonymiser(TEST_SECRET.encode()).one("17851")
     assert _consent(settings.home, other) == {(True, True)}
+
+
+def test_a_listed_customer_is_found_by_the_stores_own_hash(tmp_path: Path) -> None:
+    """The lists are matched in DuckDB (its sha256), against hashes written in Python."""
+    with Store(tmp_path / "home") as store:
+        store.execute("INSERT INTO erased_users VALUES (?, now())", [subject_hash("first-ünï")])
+        asked = pl.Series(["now-ünï", "other", None, "now-ünï"])
+        found = listed_among(store, asked, "erased_users", first_of={"now-ünï": "first-ünï"})
+        assert found.to_list() == ["now-ünï"]
+        assert listed_among(store, asked, "erased_users").len() == 0

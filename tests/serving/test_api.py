@@ -236,6 +236,46 @@ def test_replayed_events_are_duplicates(api: httpx.Client, shop: Shop) -> None:
     assert (again["input"], again["accepted"], again["duplicates"]) == (5, 0, 5), again
 
 
+def test_events_posted_at_once_are_imported_together_and_answered_apart(
+    api: httpx.Client, server: Server, shop: Shop
+) -> None:
+    before = parse_prometheus(api.get("/metrics").text)
+    senders, size = 6, 200
+    batches = []
+    for n in range(senders):
+        users = [raw_id(f"together{n}") for _ in range(50)]  # 4 clicks each: no bot
+        batch: list[Any] = [click(users[k % 50], shop.items[k // 50]) for k in range(size)]
+        batch.insert(n + 1, click(users[0], f"no-such-sku-{n}"))  # position n + 2 of its body
+        batches.append(batch)
+    answers: dict[int, httpx.Response] = {}
+    start = threading.Barrier(senders)
+
+    def send(n: int) -> None:
+        with server.client() as client:
+            start.wait(10)
+            answers[n] = client.post("/v1/events", json=batches[n])
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for n in range(senders):
+        assert answers[n].status_code == 200, answers[n].text
+        answer = answers[n].json()
+        assert (answer["input"], answer["accepted"], answer["quarantined"]) == (size + 1, size, 1)
+        assert answer["rejected"] == [{"index": n + 2, "reasons": ["unknown_item"],
+                                       "detail": "field 'item_id': not in the catalog (held)"}]  # fmt: skip
+    after = parse_prometheus(api.get("/metrics").text)
+    posts = after[("aisle_event_posts_total", ())] - before.get(("aisle_event_posts_total", ()), 0)
+    imports = after[("aisle_event_imports_total", ())] - before.get(
+        ("aisle_event_imports_total", ()), 0
+    )
+    assert posts == senders and 1 <= imports < senders  # some of them went in together
+    accepted = ("aisle_events_total", (("fate", "accepted"),))
+    assert after[accepted] - before.get(accepted, 0) == senders * size
+
+
 @pytest.mark.parametrize(
     ("route", "kwargs", "status", "field"),
     [

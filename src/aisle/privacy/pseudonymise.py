@@ -145,16 +145,25 @@ class Pseudonymiser:
         """The (current) pseudonym of one raw identifier."""
         return self.rekey(self.first(raw))
 
-    def _mappings(self, values: pl.Series) -> tuple[dict[str, str | None], dict[str, str | None]]:
-        distinct = _text(values).drop_nulls().unique().to_list()
-        first = {raw: (self.first(key) if (key := raw.strip()) else None) for raw in distinct}
-        current = {raw: (self.rekey(p) if p else None) for raw, p in first.items()}
-        return current, first
+    def _mappings(self, values: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series]:
+        """Each distinct identifier as text, its current pseudonym and its first (blank ids
+        have none); hashed once per distinct value."""
+        distinct = _text(values).drop_nulls().unique()
+        first = pl.Series(
+            [self.first(key) if (key := raw.strip()) else None for raw in distinct.to_list()],
+            dtype=pl.String,
+        )
+        if self.generation == 1:  # one key: the first pseudonym is the current one
+            return distinct, first, first
+        current = pl.Series(
+            [self.rekey(p) if p else None for p in first.to_list()], dtype=pl.String
+        )
+        return distinct, current, first
 
     def series(self, values: pl.Series) -> pl.Series:
         """Pseudonymise a column; hashes each distinct value once, keeps nulls and blanks null."""
-        current, _ = self._mappings(values)
-        return _text(values).replace_strict(current, default=None, return_dtype=pl.String)
+        distinct, current, _ = self._mappings(values)
+        return _text(values).replace_strict(distinct, current, default=None, return_dtype=pl.String)
 
     def frame(self, frame: pl.DataFrame, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
         """Replace every listed column that the frame has by its pseudonyms."""
@@ -164,20 +173,25 @@ class Pseudonymiser:
         self, frame: pl.DataFrame, columns: list[str] | tuple[str, ...]
     ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, str]]:
         """The frame with current pseudonyms, the same with first-generation ones, and the map
-        from each current pseudonym to its first."""
+        from each current pseudonym to its first where they differ (after a key rotation)."""
         present = [name for name in columns if name in frame.columns]
         current_frame, first_frame, back = frame, frame, {}
         for name in present:
-            current, first = self._mappings(frame[name])
+            distinct, current, first = self._mappings(frame[name])
             text = _text(frame[name])
             current_frame = current_frame.with_columns(
-                text.replace_strict(current, default=None, return_dtype=pl.String)
+                text.replace_strict(distinct, current, default=None, return_dtype=pl.String)
             )
+            if current is first:
+                first_frame = first_frame.with_columns(current_frame[name])
+                continue
             first_frame = first_frame.with_columns(
-                text.replace_strict(first, default=None, return_dtype=pl.String)
+                text.replace_strict(distinct, first, default=None, return_dtype=pl.String)
             )
-            back.update({c: first[raw] for raw, c in current.items() if c and first[raw]})
-        return current_frame, first_frame, back  # type: ignore[return-value]
+            back.update(
+                {c: f for c, f in zip(current.to_list(), first.to_list(), strict=True) if c and f}
+            )
+        return current_frame, first_frame, back
 
 
 def _text(values: pl.Series) -> pl.Series:

@@ -27,17 +27,16 @@ def listed_among(
     distinct = pseudonyms.drop_nulls().unique()
     if distinct.len() == 0:
         return distinct
-    first_of = first_of or {}
-    hashes = pl.DataFrame(
-        {
-            "pseudonym": distinct,
-            "subject_hash": [subject_hash(first_of.get(p, p)) for p in distinct.to_list()],
-        }
-    )
-    with store.registered("_candidates", hashes):
+    candidates = distinct.rename("pseudonym").to_frame()
+    if first_of:
+        candidates = candidates.with_columns(pl.col("pseudonym").replace(first_of).alias("subject"))
+    else:
+        candidates = candidates.with_columns(pl.col("pseudonym").alias("subject"))
+    # DuckDB's sha256 is subject_hash, vectorised: no Python call per customer
+    with store.registered("_candidates", candidates):
         found = store.query(
-            f"SELECT DISTINCT c.pseudonym FROM _candidates c JOIN {table} t USING (subject_hash) "
-            f"WHERE {where}",
+            f"SELECT DISTINCT c.pseudonym FROM _candidates c JOIN {table} t "
+            f"ON t.subject_hash = sha256(c.subject) WHERE {where}",
             params,
         )
     return found["pseudonym"]

@@ -32,17 +32,17 @@ from aisle.pipeline import Importer
 from aisle.privacy import audit
 from aisle.privacy.erasure import erase
 from aisle.privacy.rotation import pseudonymiser_for
+from aisle.serving.batching import GroupCommit
 from aisle.serving.experiments import Assignment, Experiments, ExposureLog
+from aisle.serving.ingesting import Answer, Span, answer_for, batch_size, merge
 from aisle.serving.live import Live, load_live, load_models
 from aisle.serving.metrics import Gauge, Metrics
 from aisle.serving.priority import run_niced
 from aisle.serving.realtime import Activity
 from aisle.storage import Store
+from aisle.storage.ledger import ImportResult
 
 log = logging.getLogger("aisle.serving")
-
-#: Rejected records named in a batch's answer, at most (the rest are counted).
-MAX_NAMED_REJECTS = 100
 
 
 @dataclass
@@ -70,6 +70,13 @@ class BatchOutcome:
             "reasons": self.reasons,
             "rejected": self.rejected,
         }
+
+
+def _outcome(result: ImportResult, answer: Answer) -> BatchOutcome:
+    return BatchOutcome(
+        result.kind, result.import_id, answer.input, answer.accepted, answer.quarantined,
+        answer.duplicates, answer.reasons, answer.rejected,
+    )  # fmt: skip
 
 
 def parse_batch(body: bytes, content_type: str, source: str, key: str) -> RawBatch:
@@ -124,6 +131,9 @@ class Service:
         self.lock = threading.RLock()
         self.pseudonymiser = pseudonymiser_for(self.store, settings)
         self.importer = Importer(settings, self.store)
+        self.event_batches: GroupCommit[RawBatch, BatchOutcome] = GroupCommit(
+            self._import_events, max_records=settings.serve.max_batch_events
+        )
         self.metrics = Metrics()
         self.activity = Activity()
         self.experiments = Experiments.from_settings(settings)
@@ -177,20 +187,13 @@ class Service:
     # -- writes (worker threads) ----------------------------------------------------------
     def ingest(self, kind: RecordKind, raw: RawBatch, adapter: str = "canonical") -> BatchOutcome:
         """Import a batch through the file path's checks; the accepted events become recent
-        activity at once."""
+        activity at once. Event batches posted together are imported together."""
+        if kind is RecordKind.EVENTS and adapter == "canonical":
+            return self.event_batches.submit(raw, batch_size(raw))
         with self.lock:
             result = self.importer.run_batch(kind, raw, adapter)
-            rejected = self.store.query(
-                "SELECT line, reasons, detail FROM quarantine WHERE import_id = ? "
-                "ORDER BY line LIMIT ?",
-                [result.import_id, MAX_NAMED_REJECTS],
-            )
-            if kind is RecordKind.EVENTS:
-                accepted = self.store.query(
-                    "SELECT user_id, item_id, type, timestamp FROM events WHERE import_id = ?",
-                    [result.import_id],
-                )
-            else:
+            accepted = pl.DataFrame()
+            if kind is RecordKind.PRODUCTS:
                 accepted = self.store.query(
                     "SELECT DISTINCT item_id FROM products WHERE import_id = ?",
                     [result.import_id],
@@ -202,21 +205,28 @@ class Service:
                             "WHERE item_id IN (SELECT item_id FROM _back)"
                         )
         if kind is RecordKind.EVENTS:
-            self.activity.record(accepted)
-            for name, n in (("accepted", result.accepted), ("quarantined", result.quarantined),
-                            ("duplicate", result.duplicates)):  # fmt: skip
-                self.metrics.count("events", n, fate=name)
-        outcome = BatchOutcome(
-            kind.value, result.import_id, result.input, result.accepted,
-            result.quarantined, result.duplicates, dict(result.reasons),
-        )  # fmt: skip
-        outcome.rejected = [
-            {"index": row["line"], "reasons": list(row["reasons"] or []), "detail": row["detail"]}
-            for row in rejected.iter_rows(named=True)
-        ]
+            self._record_events(result)
+        outcome = _outcome(result, answer_for(result, Span(0, batch_size(raw))))
         if kind is RecordKind.PRODUCTS:
             outcome.accepted_items = accepted["item_id"].to_list()
         return outcome
+
+    def _import_events(self, raws: Sequence[RawBatch]) -> list[BatchOutcome]:
+        """Several requests' event batches as one import; each request's own answer."""
+        merged, spans = merge(raws)
+        with self.lock:
+            result = self.importer.run_batch(RecordKind.EVENTS, merged, "canonical")
+        self._record_events(result)
+        self.metrics.count("event_imports")
+        self.metrics.count("event_posts", len(raws))
+        return [_outcome(result, answer_for(result, span)) for span in spans]
+
+    def _record_events(self, result: ImportResult) -> None:
+        if result.kept is not None:
+            self.activity.record(result.kept.select("user_id", "item_id", "type", "timestamp"))
+        for name, n in (("accepted", result.accepted), ("quarantined", result.quarantined),
+                        ("duplicate", result.duplicates)):  # fmt: skip
+            self.metrics.count("events", n, fate=name)
 
     def product_documents(self, item_ids: Sequence[str]) -> pl.DataFrame:
         """Search documents of these products as the catalog now holds them."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import polars as pl
 
 from aisle.errors import AisleError, ReconciliationError
 from aisle.storage.store import Store
@@ -34,6 +35,10 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
     drift: list[dict[str, Any]] = field(default_factory=list)
     derived: list[ImportResult] = field(default_factory=list)
+    #: Each input record's fate by its ``line`` (``fate``, ``reasons``, ``detail``), and the
+    #: accepted records as stored: what the service answers from, without reading them back.
+    records: pl.DataFrame | None = field(default=None, repr=False, compare=False)
+    kept: pl.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def rows_per_second(self) -> float:
