@@ -99,7 +99,13 @@ def checks(figures: dict[str, Any]) -> list[dict[str, Any]]:
             check(
                 f"event ingest >= {EVENTS_PER_S:,}/s",
                 events["events_per_s"] >= EVENTS_PER_S and events["failed"] == 0,
-                f"{events['events_per_s']:,.0f} events/s in batches of {args_size(events)}"
+                f"{events['events_per_s']:,.0f} events/s in batches of {args_size(events)} "
+                f"from {events.get('senders', 1)} senders"
+                + (
+                    f"; {figures['events_one_sender']['events_per_s']:,.0f}/s from one"
+                    if "events_one_sender" in figures
+                    else ""
+                )
                 + (
                     f"; {figures['events_large']['events_per_s']:,.0f}/s in batches of "
                     f"{args_size(figures['events_large'])}"
@@ -206,12 +212,12 @@ def render(figures: dict[str, Any], verdicts: list[dict[str, Any]]) -> str:
             lines.append(_run_line(f"{name}, closed", part["closed"]))
             label = f"{name}, open @{part['open']['rate']:,.0f}"
             lines.append(_run_line(label, part["open"]))
-    for key in ("events", "events_large"):
+    for key in ("events", "events_one_sender", "events_large"):
         if key not in figures:
             continue
         e = figures[key]
         size = e["input"] // max(1, e["batches"])
-        label = f"events, {e['batches']} x {size:,}"
+        label = f"events, {e['batches']} x {size:,} / {e.get('senders', 1)}"
         lines.append(
             f"  {label:<24}{e['events_per_s']:>9,.0f} events/s "
             f"({e['events_per_s_after_first']:,.0f}/s after the "

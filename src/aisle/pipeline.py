@@ -391,11 +391,17 @@ class Importer:
         )
         if spans.height == 0:
             return pl.DataFrame()
+        # a constant bound lets DuckDB skip the row groups of older events unread
+        since = spans.select(
+            (pl.col("first") - pl.duration(seconds=pl.col("window_seconds"))).min()
+        ).item()
         with self.store.registered("_spans", spans):
             return self.store.query(
                 "SELECT e.event_id, e.user_id, e.item_id, e.type, e.timestamp "
                 "FROM events e JOIN _spans s USING (user_id, item_id, type) "
-                "WHERE e.timestamp BETWEEN s.first - to_seconds(s.window_seconds) AND s.last"
+                "WHERE e.timestamp >= ? "
+                "AND e.timestamp BETWEEN s.first - to_seconds(s.window_seconds) AND s.last",
+                [since],
             )
 
     def _products(

@@ -170,3 +170,27 @@ def test_an_answer_counts_every_record_of_its_request(size: int) -> None:
     )
     answer = answer_for(result, Span(0, size))
     assert answer.input == answer.accepted == size and answer.rejected == []
+
+
+def test_after_a_group_the_next_lingers_for_senders_posting_again() -> None:
+    recorder = Recorder(seconds=0.05)
+    commit = GroupCommit(recorder, max_records=1_000, linger_seconds=1.0)
+    _submit_all(commit, recorder, ["a", "b", "c", "d"])  # a alone, then b, c, d together
+    assert len(recorder.groups[-1]) == 3
+    answers: dict[str, str] = {}
+
+    def send(batch: str, delay: float) -> None:
+        time.sleep(delay)
+        answers[batch] = commit.submit(batch, 1)
+
+    threads = [
+        threading.Thread(target=send, args=(b, d)) for b, d in [("e", 0), ("f", 0.05), ("g", 0.1)]
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == {"e": "E", "f": "F", "g": "G"}
+    assert sorted(recorder.groups[-1]) == ["e", "f", "g"]  # one group, not e alone
+    assert time.monotonic() - started < 0.9  # it stopped waiting once the three were in

@@ -117,10 +117,14 @@ class Pseudonymiser:
 
     def __init__(self, keys: bytes | list[bytes]) -> None:
         self._keys = [keys] if isinstance(keys, bytes) else list(keys)
+        # keyed once: a copy per identifier skips hashing the key's pads again
+        self._keyed = {key: hmac.new(key, digestmod=hashlib.sha256) for key in self._keys}
 
-    @staticmethod
-    def _hmac(key: bytes, text: str) -> str:
-        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX]
+    def _hmac(self, key: bytes, text: str) -> str:
+        keyed = self._keyed.get(key)
+        mac = keyed.copy() if keyed is not None else hmac.new(key, digestmod=hashlib.sha256)
+        mac.update(text.encode())
+        return mac.hexdigest()[:PSEUDONYM_HEX]
 
     @property
     def generation(self) -> int:

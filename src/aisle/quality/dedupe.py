@@ -47,17 +47,21 @@ def near_duplicates(
         .filter(pl.col("_window").is_not_null())
         .sort([*keys, "timestamp", "_pos"], nulls_last=False)
     )
-    gap = (pl.col("timestamp") - pl.col("timestamp").shift(1).over(keys)).dt.total_microseconds()
-    runs = ordered.with_columns(
-        (gap.is_null() | (gap > pl.col("_window") * 1_000_000)).cum_sum().alias("_burst")
-    ).with_columns(pl.col(id_column).first().over("_burst").alias("_first"))
-    near = runs.filter(
-        pl.col("_pos").is_not_null() & (pl.col("_first") != pl.col(id_column))
-    ).select("_pos", "_first")
-    return (
-        frame.with_row_index("_pos")
-        .select("_pos")
-        .join(near, on="_pos", how="left")
-        .sort("_pos")["_first"]
-        .alias("_near_of")
+    # sorted, each (user, item, type) is one run of rows: comparing a row with the one before
+    # finds where runs and bursts begin, with no grouping by three text columns
+    same = pl.all_horizontal(pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys)
+    gap = (pl.col("timestamp") - pl.col("timestamp").shift(1)).dt.total_microseconds()
+    begins = ~same | gap.is_null() | (gap > pl.col("_window") * 1_000_000)
+    near = (
+        ordered.select(
+            "_pos",
+            id_column,
+            pl.when(begins).then(pl.col(id_column)).forward_fill().alias("_first"),
+        )
+        .filter(pl.col("_pos").is_not_null() & (pl.col("_first") != pl.col(id_column)))
+        .select("_pos", "_first")
     )
+    found = pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias("_near_of")
+    if near.height:
+        found = found.scatter(near["_pos"], near["_first"])
+    return found

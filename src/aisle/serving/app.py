@@ -23,7 +23,7 @@ from aisle.errors import AisleError, InputError, NotFoundError, SearchError
 from aisle.serving.auth import require
 from aisle.serving.routes import router
 from aisle.serving.security import Keys, RateLimiter
-from aisle.serving.service import Service
+from aisle.serving.service import Service, settle_memory
 
 log = logging.getLogger("aisle.serving")
 access = logging.getLogger("aisle.access")
@@ -121,6 +121,7 @@ def create_app(service: Service) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        settle_memory()
         service.start_background()
         try:
             yield

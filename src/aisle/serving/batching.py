@@ -5,12 +5,15 @@ drift) whatever its size, so senders posting at once would each pay it in turn b
 store's lock. Instead the first to arrive imports its batch; those that arrive meanwhile wait,
 and the next of them imports all the waiting batches as one, up to ``max_records``. Each
 sender still gets its own answer: counts, reasons and rejected records by their position in
-its own body. A lone sender sees no difference and no delay.
+its own body. Senders answered together post again together, so when several were posting
+at once the next group lingers a moment for all of their next batches. A lone sender sees no
+difference and no delay.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -40,26 +43,56 @@ class GroupCommit(Generic[Batch, Answer]):
         commit: Callable[[Sequence[Batch]], Sequence[Answer | BaseException]],
         *,
         max_records: int,
+        linger_seconds: float = 0.05,
     ) -> None:
         self._commit = commit
         self.max_records = max_records
+        self.linger_seconds = linger_seconds
         self._waiting: list[_Waiting[Batch, Answer]] = []
         self._waiting_lock = threading.Lock()
+        self._arrived = threading.Condition(self._waiting_lock)
         self._committing = threading.Lock()
+        self._in_flight = 0  # submits under way
+        self._peak = 0  # the most under way at once since the last group was taken
         self.groups = 0  # commits run, for the metrics
         self.batches = 0  # batches committed
 
     def submit(self, batch: Batch, size: int) -> Answer:
         """Commit ``batch`` (of ``size`` records), alone or with others; its answer."""
         mine: _Waiting[Batch, Answer] = _Waiting(batch, size, Future())
-        with self._waiting_lock:
+        with self._arrived:
             self._waiting.append(mine)
-        while not mine.answer.done():
-            with self._committing:
-                if mine.answer.done():  # a commit that ran while this one waited took it
-                    break
-                self._run(self._take())
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+            self._arrived.notify_all()
+        try:
+            while not mine.answer.done():
+                with self._committing:
+                    if mine.answer.done():  # a commit that ran while this one waited took it
+                        break
+                    self._linger()
+                    self._run(self._take())
+        finally:
+            with self._arrived:
+                self._in_flight -= 1
         return mine.answer.result()
+
+    def _linger(self) -> None:
+        """When several senders were posting at once since the last group was taken, the
+        others' next batches are on their way (answered together, they post again together):
+        wait until as many batches wait, ``linger_seconds`` at most. A lone sender never
+        waits."""
+        expected = self._peak
+        if expected < 2:
+            return
+        deadline = time.monotonic() + self.linger_seconds
+        with self._arrived:
+            while len(self._waiting) < expected and (
+                sum(w.size for w in self._waiting) < self.max_records
+            ):
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._arrived.wait(left):
+                    return
 
     def _take(self) -> list[_Waiting[Batch, Answer]]:
         """The longest run of waiting batches, oldest first, within ``max_records`` (at least
@@ -72,6 +105,7 @@ class GroupCommit(Generic[Batch, Answer]):
                 total += waiting.size
                 count += 1
             group, self._waiting = self._waiting[:count], self._waiting[count:]
+            self._peak = self._in_flight
         return group
 
     def _run(self, group: list[_Waiting[Batch, Answer]]) -> None:

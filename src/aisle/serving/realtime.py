@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Final
 
 import numpy as np
@@ -36,8 +38,10 @@ class Activity:
         self, *, half_life_hours: float = 24.0, max_customers: int = MAX_CUSTOMERS
     ) -> None:
         self.max_customers = max_customers
-        self._recent: dict[str, deque[tuple[int, str]]] = {}
-        self._sequence = 0  # numbers every recorded item, so a retrain can drop what it saw
+        # (batch number, item) per customer, oldest first; lists (not deques): a batch of
+        # mostly new customers makes thousands of them
+        self._recent: dict[str, list[tuple[int, str]]] = {}
+        self._sequence = 0  # numbers every recorded batch, so a retrain can drop what it saw
         self._item_index: dict[str, int] = {}
         self._items: list[str] = []
         self._trend = np.zeros(0, dtype=np.float64)
@@ -62,16 +66,19 @@ class Activity:
             pl.col("type").replace_strict(TREND_WEIGHTS, default=0.0, return_dtype=pl.Float64),
         )
         counted = weights.group_by("item_id").agg(pl.col("type").sum().alias("weight"))
+        users, item_lists = per_user["user_id"].to_list(), per_user["item_id"].to_list()
         with self._lock:
-            for user, items in per_user.iter_rows():
+            self._sequence += 1  # a batch's items share its number: a marker falls between
+            number = repeat(self._sequence)
+            for user, items in zip(users, item_lists, strict=True):
                 # popped and put back: the dict's order is least recently active first
                 recent = self._recent.pop(user, None)
                 if recent is None:
-                    recent = deque(maxlen=RECENT_ITEMS)
+                    recent = []
                 self._recent[user] = recent
-                numbers = range(self._sequence + 1, self._sequence + 1 + len(items))
-                recent.extend(zip(numbers, items, strict=True))
-                self._sequence += len(items)
+                recent.extend(zip(number, items, strict=False))  # number repeats forever
+                if len(recent) > RECENT_ITEMS:
+                    del recent[:-RECENT_ITEMS]
             while len(self._recent) > self.max_customers:  # the least recently active go
                 del self._recent[next(iter(self._recent))]
             self._add_trend(counted["item_id"].to_list(), counted["weight"].to_numpy())
@@ -90,8 +97,9 @@ class Activity:
         with self._lock:
             emptied = []
             for user, recent in self._recent.items():
-                while recent and recent[0][0] <= marker:
-                    recent.popleft()
+                known = bisect_right(recent, marker, key=itemgetter(0))
+                if known:
+                    del recent[:known]
                 if not recent:
                     emptied.append(user)
             for user in emptied:
