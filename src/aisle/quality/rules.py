@@ -119,9 +119,14 @@ def bot_users(frame: pl.DataFrame, quality: QualitySettings) -> Flag:
         .select("user_id", "timestamp")
         .sort("user_id", "timestamp")
     )
-    ts = pl.col("timestamp")
-    burst = (ts - ts.shift(quality.bot_max_per_minute).over("user_id")) < timedelta(minutes=1)
-    flood = (ts - ts.shift(quality.bot_max_per_day).over("user_id")) < timedelta(days=1)
+    ts, user = pl.col("timestamp"), pl.col("user_id")
+
+    def within(n: int, window: timedelta) -> pl.Expr:
+        # sorted by user, the row n before is the user's n-th predecessor if it is theirs
+        return (user == user.shift(n)) & ((ts - ts.shift(n)) < window)
+
+    burst = within(quality.bot_max_per_minute, timedelta(minutes=1))
+    flood = within(quality.bot_max_per_day, timedelta(days=1))
     bots = browse.filter((burst | flood).fill_null(False))["user_id"].unique()
     mask = pl.col("user_id").is_in(bots.implode()) & pl.col("type").is_in(
         [t.value for t in BROWSE_TYPES]
