@@ -54,8 +54,6 @@ class GroupCommit(Generic[Batch, Answer]):
         self._committing = threading.Lock()
         self._in_flight = 0  # submits under way
         self._peak = 0  # the most under way at once since the last group was taken
-        self.groups = 0  # commits run, for the metrics
-        self.batches = 0  # batches committed
 
     def submit(self, batch: Batch, size: int) -> Answer:
         """Commit ``batch`` (of ``size`` records), alone or with others; its answer."""
@@ -111,8 +109,6 @@ class GroupCommit(Generic[Batch, Answer]):
     def _run(self, group: list[_Waiting[Batch, Answer]]) -> None:
         if not group:
             return
-        self.groups += 1
-        self.batches += len(group)
         try:
             answers = list(self._commit([w.batch for w in group]))
         except BaseException as error:

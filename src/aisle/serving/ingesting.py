@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -62,23 +63,38 @@ def merge(raws: Sequence[RawBatch]) -> tuple[RawBatch, list[Span]]:
 
 
 @dataclass
-class Answer:
-    """What became of one request's records."""
+class BatchOutcome:
+    """What became of a batch of records, as the API answers it."""
 
+    kind: str
+    import_id: int
     input: int
     accepted: int
     quarantined: int
     duplicates: int
-    reasons: dict[str, int]
-    rejected: list[dict[str, object]]
+    reasons: dict[str, int] = field(default_factory=dict)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    accepted_items: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's answer (accepted item ids are for the service, not the caller)."""
+        return {
+            "import_id": self.import_id,
+            "input": self.input,
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
+            "reasons": self.reasons,
+            "rejected": self.rejected,
+        }
 
 
-def answer_for(result: ImportResult, span: Span) -> Answer:
+def answer_for(result: ImportResult, span: Span) -> BatchOutcome:
     """One request's counts, quarantine reasons and first rejected records (by their
     1-based position in its own body) from the merged import's per-record fates."""
     records = result.records
     if records is None or records.height == 0:
-        return Answer(0, 0, 0, 0, {}, [])
+        return BatchOutcome(result.kind, result.import_id, 0, 0, 0, 0)
     mine = records.filter(pl.col("line").is_between(span.offset + 1, span.offset + span.size))
     fates = dict(mine.group_by("fate").len().iter_rows())
     held = mine.filter(pl.col("fate") == Fate.QUARANTINED.value)
@@ -93,7 +109,9 @@ def answer_for(result: ImportResult, span: Span) -> Answer:
         .select("line", "reasons", "detail")
         .iter_rows()
     ]
-    return Answer(
+    return BatchOutcome(
+        kind=result.kind,
+        import_id=result.import_id,
         input=mine.height,
         accepted=fates.get(Fate.ACCEPTED.value, 0),
         quarantined=fates.get(Fate.QUARANTINED.value, 0),

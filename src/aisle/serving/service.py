@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +34,7 @@ from aisle.privacy.erasure import erase
 from aisle.privacy.rotation import pseudonymiser_for
 from aisle.serving.batching import GroupCommit
 from aisle.serving.experiments import Assignment, Experiments, ExposureLog
-from aisle.serving.ingesting import Answer, Span, answer_for, batch_size, merge
+from aisle.serving.ingesting import BatchOutcome, Span, answer_for, batch_size, merge
 from aisle.serving.live import Live, load_live, load_models
 from aisle.serving.metrics import Gauge, Metrics
 from aisle.serving.priority import run_niced
@@ -46,33 +45,6 @@ from aisle.storage.ledger import ImportResult
 log = logging.getLogger("aisle.serving")
 
 
-@dataclass
-class BatchOutcome:
-    """What became of a batch of records, as the API answers it."""
-
-    kind: str
-    import_id: int
-    input: int
-    accepted: int
-    quarantined: int
-    duplicates: int
-    reasons: dict[str, int] = field(default_factory=dict)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    accepted_items: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """The API's answer (accepted item ids are for the service, not the caller)."""
-        return {
-            "import_id": self.import_id,
-            "input": self.input,
-            "accepted": self.accepted,
-            "quarantined": self.quarantined,
-            "duplicates": self.duplicates,
-            "reasons": self.reasons,
-            "rejected": self.rejected,
-        }
-
-
 def settle_memory() -> None:
     """Hide what the process now holds from the garbage collector: what is loaded to serve
     (models, index, recent activity) lives on, and a full collection would walk its millions
@@ -81,13 +53,6 @@ def settle_memory() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def _outcome(result: ImportResult, answer: Answer) -> BatchOutcome:
-    return BatchOutcome(
-        result.kind, result.import_id, answer.input, answer.accepted, answer.quarantined,
-        answer.duplicates, answer.reasons, answer.rejected,
-    )  # fmt: skip
 
 
 def parse_batch(body: bytes, content_type: str, source: str, key: str) -> RawBatch:
@@ -217,7 +182,7 @@ class Service:
                         )
         if kind is RecordKind.EVENTS:
             self._record_events(result)
-        outcome = _outcome(result, answer_for(result, Span(0, batch_size(raw))))
+        outcome = answer_for(result, Span(0, batch_size(raw)))
         if kind is RecordKind.PRODUCTS:
             outcome.accepted_items = accepted["item_id"].to_list()
         return outcome
@@ -230,7 +195,7 @@ class Service:
         self._record_events(result)
         self.metrics.count("event_imports")
         self.metrics.count("event_posts", len(raws))
-        return [_outcome(result, answer_for(result, span)) for span in spans]
+        return [answer_for(result, span) for span in spans]
 
     def _record_events(self, result: ImportResult) -> None:
         if result.kept is not None:
