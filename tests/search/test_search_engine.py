@@ -69,6 +69,20 @@ def test_lexical_fusion_finds_the_product_named(
     assert ranked(engine, "zzzz qqqq") == []
 
 
+def test_a_query_of_product_ids_puts_those_products_first(
+    documents: pl.DataFrame, tmp_path: Path
+) -> None:
+    engine = SearchEngine(documents, LexicalIndex.create(documents, tmp_path / "lexical"))
+    assert ranked(engine, "p7")[0] == "p7"  # no word of its title, found by its id
+    assert ranked(engine, " P6, p4 ")[:2] == ["p6", "p4"]  # several, as typed, any case
+    assert ranked(engine, "p7 lantern")[0] in {"p1", "p2"}  # a word that is no id: text only
+    assert "p7" not in ranked(engine, "tea cup", pool=["p8"])  # a judged pool stays as given
+    engine.remove(["p7"])
+    assert "p7" not in ranked(engine, "p7")
+    engine.upsert(pl.DataFrame({"item_id": ["X-10"], "title": ["Paper fan"]}))
+    assert ranked(engine, "x-10") == ["X-10"]
+
+
 def test_a_pool_is_ranked_whole_and_alone(documents: pl.DataFrame, lexical: LexicalIndex) -> None:
     engine = SearchEngine(documents, lexical)
     got = ranked(engine, "red lantern", pool=["p7", "p1", "p3", "unknown"])
