@@ -75,6 +75,23 @@ def event_count(home: Path) -> int:
         return int(store.scalar("SELECT count(*) FROM events"))
 
 
+def test_a_catalog_never_built_is_built_before_ranking(bestbuy: dict[str, Any]) -> None:
+    home = bestbuy["home"]
+    vocabulary = home / "artifacts" / "catalog" / "vocabulary.json"
+    was_built = vocabulary.exists()  # False unless another test of the module evaluated first
+
+    def built_notes() -> list[str]:
+        out = json_out(aisle(home, "evaluate-search", "--clicks", str(bestbuy["test_file"]),
+                             "--methods", "popularity", "--json"))  # fmt: skip
+        return [note for note in out["notes"] if "never been built" in note]
+
+    assert len(built_notes()) == (0 if was_built else 1)
+    assert vocabulary.exists()
+    with Store(home, read_only=True) as store:  # what search reads from a built catalog
+        assert store.scalar("SELECT count(*) FROM product_attributes") > 0
+    assert built_notes() == []  # built once, not at every evaluation
+
+
 def test_clicks_json_counts_every_row(bestbuy: dict[str, Any]) -> None:
     home, test = bestbuy["home"], bestbuy["test"]
     events = event_count(home)

@@ -34,13 +34,18 @@ def build(
 ) -> None:
     """Index the catalog (lexical and dense), learn query understanding, click history and
     the ranker from the store, and make the new version current."""
+    from aisle.catalog.build import build_if_never_built  # noqa: PLC0415 (scikit-learn)
     from aisle.search.index import build_index  # noqa: PLC0415 (heavy: torch, lightgbm)
 
     config = settings()
     if encoder_budget <= 0:
         raise ConfigError("--encoder-budget must be positive")
     with Store(config.home) as store:
+        first = build_if_never_built(store, config)
         made = build_index(store, config, text_encoder=encoder, encoder_budget_s=encoder_budget)
+    if first is not None and not as_json:
+        console.print(f"the catalog had never been built: built it first ({first.products:,} "
+                      "products)")  # fmt: skip
     if as_json:
         emit_json(made.to_json())
         return

@@ -84,6 +84,10 @@ def evaluate_search_command(
     assert source is not None
     names = [n.strip() for n in methods.split(",") if n.strip()] if methods else None
     config = settings()
+    from aisle.catalog.build import build_if_never_built  # noqa: PLC0415 (scikit-learn)
+
+    with Store(config.home) as store:  # the methods rank the built catalog
+        first = build_if_never_built(store, config)
     with (
         Store(config.home, read_only=True) as store,
         console.status(f"evaluating search on {source}") as status,
@@ -93,6 +97,9 @@ def evaluate_search_command(
             adapter=adapter or DEFAULT_ADAPTERS[protocol], methods=names, k=k,
             progress=status.update,
         )  # fmt: skip
+    if first is not None:
+        result.notes.append(f"the store's catalog had never been built: built it first "
+                            f"({first.products:,} products)")  # fmt: skip
     if as_json:
         emit_json(result.to_json())
         return

@@ -53,7 +53,8 @@ def query_words(text: str) -> list[str]:
     return list(dict.fromkeys(_WORDS.findall(unicodedata.normalize("NFKC", text).lower())))
 
 
-def _key_expr(column: str) -> pl.Expr:
+def query_key_expr(column: str) -> pl.Expr:
+    """``query_key`` of a string column, as a polars expression."""
     return pl.col(column).str.normalize("NFKC").str.to_lowercase().str.replace_all(_KEY_DROP, "")
 
 
@@ -106,7 +107,7 @@ class ClickHistory:
         )
         usable = typed.filter(
             pl.col("query").is_not_null() & pl.col("item_id").is_not_null()
-        ).with_columns(_key_expr("query").alias("key"))
+        ).with_columns(query_key_expr("query").alias("key"))
         usable = usable.filter(pl.col("key") != "")
         self.now = now or (usable["timestamp"].max() if usable.height else None)  # type: ignore[assignment]
         if self.now is not None and usable.height:
