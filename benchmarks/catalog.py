@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import machine
 import numpy as np
 import polars as pl
@@ -171,9 +171,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per encoder")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
-    shared = Path(os.environ.get("AISLE_DATA", "../shared/data"))
-    if not (shared / "crowdflower-relevance").exists():
-        print(f"shared datasets not found at {shared}", file=sys.stderr)
+    shared = harness.shared_data("crowdflower-relevance")
+    if shared is None:
         return 2
     figures: dict[str, Any] = {"machine": machine.describe()}
     with tempfile.TemporaryDirectory() as root:

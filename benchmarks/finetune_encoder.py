@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import machine
 import numpy as np
 import polars as pl
@@ -250,12 +251,8 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
-    shared = Path(os.environ.get("AISLE_DATA", "../shared/data"))
-    if (
-        not (shared / "bestbuy-small-xbox").exists()
-        or not (shared / "crowdflower-relevance").exists()
-    ):
-        print(f"shared datasets not found at {shared}", file=sys.stderr)
+    shared = harness.shared_data("bestbuy-small-xbox", "crowdflower-relevance")
+    if shared is None:
         return 2
     import torch
 

@@ -25,6 +25,18 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def shared_data(*needed: str) -> Path | None:
+    """The shared datasets' folder (``AISLE_DATA``, by default ../shared/data), or None, said
+    on stderr, where any of ``needed`` (paths inside it) is missing."""
+    shared = Path(os.environ.get("AISLE_DATA", "../shared/data"))
+    missing = [name for name in needed if not (shared / name).exists()]
+    if missing:
+        print(f"shared datasets not found at {shared}: {', '.join(missing)} (set AISLE_DATA)",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return shared
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux counts KiB

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import harness
 import machine
 import polars as pl
 
@@ -112,9 +112,8 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
-    shared = Path(os.environ.get("AISLE_DATA", "../shared/data"))
-    if not (shared / "movielens-100k").exists():
-        print(f"shared datasets not found at {shared}", file=sys.stderr)
+    shared = harness.shared_data("movielens-100k")
+    if shared is None:
         return 2
     models = args.models.split(",")
     figures: dict[str, Any] = {"machine": machine.describe()}

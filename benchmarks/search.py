@@ -83,6 +83,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import harness
 import machine
 import numpy as np
 import polars as pl
@@ -547,9 +548,8 @@ def main() -> int:
                         help="only the personalisation weights on Best Buy")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
-    shared = Path(os.environ.get("AISLE_DATA", "../shared/data"))
-    if not (shared / "bestbuy-small-xbox").exists():
-        print(f"shared datasets not found at {shared}", file=sys.stderr)
+    shared = harness.shared_data("bestbuy-small-xbox")
+    if shared is None:
         return 2
     torch.set_num_threads(1)
     figures: dict[str, Any] = {"machine": machine.describe()}

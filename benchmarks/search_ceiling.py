@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 import machine
 import numpy as np
 import polars as pl
@@ -235,9 +235,8 @@ def main() -> int:
     parser.add_argument("--no-engine", action="store_true", help="skip aisle's own ranking")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
-    shared = Path(os.environ.get("AISLE_DATA", "../shared/data"))
-    if not (shared / "bestbuy-small-xbox").exists():
-        print(f"shared datasets not found at {shared}", file=sys.stderr)
+    shared = harness.shared_data("bestbuy-small-xbox")
+    if shared is None:
         return 2
     started = datetime.now()
     with tempfile.TemporaryDirectory() as root:

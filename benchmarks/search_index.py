@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import harness
 import machine
 import numpy as np
 import polars as pl
@@ -377,9 +377,8 @@ def main() -> int:
     parser.add_argument("--grid", action="store_true", help="every boost setting of GRID")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
-    shared = Path(os.environ.get("AISLE_DATA", "../shared/data"))
-    if not (shared / "bestbuy-small-xbox").exists():
-        print(f"shared datasets not found at {shared}", file=sys.stderr)
+    shared = harness.shared_data("bestbuy-small-xbox")
+    if shared is None:
         return 2
     figures: dict[str, Any] = {"machine": machine.describe()}
     with tempfile.TemporaryDirectory() as folder:

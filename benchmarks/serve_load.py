@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import harness
 import machine
 import numpy as np
 import orjson
@@ -581,9 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.soak_seconds is None:
         args.soak_seconds = 300.0 if args.soak else 30.0
-    shared = Path(os.environ.get("AISLE_DATA", "../shared/data"))
-    if not (shared / "bestbuy-small-xbox" / "clicks.csv.gz").exists():
-        print(f"shared datasets not found at {shared} (set AISLE_DATA)", file=sys.stderr)
+    shared = harness.shared_data("bestbuy-small-xbox/clicks.csv.gz")
+    if shared is None:
         return 2
     shared = shared.resolve()
     if args.home is not None:
