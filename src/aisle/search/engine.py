@@ -38,7 +38,7 @@ from aisle.search.features import (
 from aisle.search.lexical import LexicalIndex, QueryTokens, fuzzy_term
 from aisle.search.lexical_fields import SORTS, TEXT_FIELDS, field_texts
 from aisle.search.ltr import SearchRanker
-from aisle.search.named import id_columns, named_columns, named_first
+from aisle.search.named import folded_ids, named_columns, named_first
 from aisle.search.results import Hit, SearchResult, Understanding, Understood
 from aisle.search.taste import PERSONAL_WEIGHT, RECOMMEND_WEIGHT, personalised, standing
 from aisle.search.term_statistics import TermStatistics
@@ -97,7 +97,7 @@ class SearchEngine:
         self.terms = terms or TermStatistics.of(field_texts(conform(documents)),
                                                 lexical.tokenizers)  # fmt: skip
         self.position = {item: i for i, item in enumerate(self.catalog.item_ids)}
-        self.by_id = id_columns(self.catalog.item_ids)  # queries that name products
+        self.folded_ids = folded_ids(self.catalog.item_ids)  # for queries that name products
         #: Products taken out since the engine was built (their columns stay, unused).
         self.removed = np.zeros(len(self.catalog.item_ids), dtype=bool)
         self.lexical = lexical
@@ -138,7 +138,7 @@ class SearchEngine:
         self.documents = pl.concat([documents, added.select(self.documents.columns)])
         self.catalog = Catalog.of(self.documents)
         self.position = {item: i for i, item in enumerate(self.catalog.item_ids)}
-        self.by_id = id_columns(self.catalog.item_ids)
+        self.folded_ids = folded_ids(self.catalog.item_ids)
         self.removed = np.concatenate([self.removed, np.zeros(added.height, dtype=bool)])
         self.removed[self._columns(fresh["item_id"].to_list())] = False
         if self.clicks is not None:
@@ -411,10 +411,14 @@ class SearchEngine:
             ids = self.catalog.item_ids
             recommended = standing(personal_scores or {}, [ids[c] for c in columns.tolist()])
             scores = personalised(scores, liked, recommended, self.personal_weights)
-        named = named_columns(query, self.by_id) if pool is None else np.zeros(0, np.int64)
+        named = self._named(query) if pool is None else np.zeros(0, np.int64)
         # products the query names by id first; ties by catalog order, deterministic
         order = np.lexsort((columns, -scores, -named_first(columns, named)))
         return columns[order], scores[order], rows[order]
+
+    def _named(self, query: str) -> np.ndarray:
+        """The columns of the products the query names by id (``aisle.search.named``)."""
+        return named_columns(query, self.position, self.folded_ids)
 
     def _ranked_anew(
         self, query: str, pool: Sequence[str] | None, at: datetime
@@ -427,7 +431,7 @@ class SearchEngine:
         columns = (
             self._columns(pool)
             if pool is not None
-            else pd_unique(np.concatenate([named_columns(query, self.by_id),
+            else pd_unique(np.concatenate([self._named(query),
                                            self.candidates(query, searched, expansions)]))
         )  # fmt: skip
         columns = columns[~self.removed[columns]]

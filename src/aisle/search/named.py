@@ -19,18 +19,22 @@ import numpy as np
 _WORDS: Final = re.compile(r"[^\s,;]+")
 
 
-def id_columns(item_ids: Sequence[str]) -> dict[str, int]:
-    """Each item id, case-folded, to its catalog column (a later duplicate wins)."""
-    return {item.casefold(): column for column, item in enumerate(item_ids)}
+def folded_ids(item_ids: Sequence[str]) -> dict[str, int]:
+    """The item ids that case folding changes ("85123A" -> "85123a"), folded, to their catalog
+    column: beside the catalog's own positions they find an id typed in any case, without a
+    second entry for every id that has no letters."""
+    return {folded: column for column, item in enumerate(item_ids)
+            if (folded := item.casefold()) != item}  # fmt: skip
 
 
-def named_columns(query: str, columns_by_id: Mapping[str, int]) -> np.ndarray:
-    """The columns of the products the query names, in the order typed; none unless every
-    word of the query is an item id."""
+def named_columns(query: str, position: Mapping[str, int], folded: Mapping[str, int]) -> np.ndarray:
+    """The columns of the products the query names (``position``: item id -> column;
+    ``folded``: ``folded_ids``), in the order typed; none unless every word is an item id."""
     words = _WORDS.findall(query.casefold())
-    if not words or any(word not in columns_by_id for word in words):
+    columns = [position.get(word, folded.get(word)) for word in words]
+    if not columns or any(column is None for column in columns):
         return np.zeros(0, dtype=np.int64)
-    return np.asarray(list(dict.fromkeys(columns_by_id[word] for word in words)), np.int64)
+    return np.asarray(list(dict.fromkeys(columns)), dtype=np.int64)
 
 
 def named_first(columns: np.ndarray, named: np.ndarray) -> np.ndarray:
