@@ -84,10 +84,12 @@ def evaluate_search_command(
     assert source is not None
     names = [n.strip() for n in methods.split(",") if n.strip()] if methods else None
     config = settings()
-    from aisle.catalog.build import build_if_never_built  # noqa: PLC0415 (scikit-learn)
+    from aisle.catalog.build import build_if_never_built, ever_built  # noqa: PLC0415
 
-    with Store(config.home) as store:  # the methods rank the built catalog
-        first = build_if_never_built(store, config)
+    first = None
+    if not ever_built(config):  # the methods rank the built catalog; the store opens to write
+        with Store(config.home) as store:  # only for that first build
+            first = build_if_never_built(store, config)
     with (
         Store(config.home, read_only=True) as store,
         console.status(f"evaluating search on {source}") as status,
